@@ -1,0 +1,161 @@
+"""Load params.yaml once and validate every key, with one-line errors that say what to do."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from actionrec.backbone import BACKBONES, PRECISIONS
+
+
+class UserError(Exception):
+    """Something the user can fix (bad params, missing data); the message says how."""
+
+
+class ParamsError(UserError, ValueError):
+    """A bad value in params.yaml; the message names the key and what is allowed."""
+
+
+def run_stage(main) -> None:
+    """Run a stage's main(): a user error ends it with one line on stderr and exit code 2."""
+    import sys
+
+    try:
+        main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _number(cfg: dict, section: str, key: str, kind: type, low: float | None = None,
+            high: float | None = None) -> None:
+    """Coerce cfg[key] to kind (YAML reads 1e-4 as a string) and check its range."""
+    name = f"{section}.{key}"
+    if key not in cfg:
+        raise ParamsError(f"params.yaml: {name} is missing")
+    value = cfg[key]
+    try:
+        if isinstance(value, bool) or (kind is int and float(value) != int(float(value))):
+            raise ValueError
+        value = kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError):
+        raise ParamsError(f"params.yaml: {name} must be {'an integer' if kind is int else 'a number'}, "
+                          f"got {cfg[key]!r}") from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ParamsError(f"params.yaml: {name} must be {bounds}, got {value}")
+    cfg[key] = value
+
+
+def _choice(cfg: dict, section: str, key: str, allowed: tuple) -> None:
+    if cfg.get(key) not in allowed:
+        raise ParamsError(f"params.yaml: {section}.{key} must be one of {', '.join(map(str, allowed))}, "
+                          f"got {cfg.get(key)!r}")
+
+
+def _check_data(cfg: dict) -> None:
+    _choice(cfg, "data", "source", ("synthetic", "ucf101"))
+    if not isinstance(cfg.get("root"), str) or not cfg["root"]:
+        raise ParamsError("params.yaml: data.root must be a folder path")
+
+
+def _check_synthesize(cfg: dict) -> None:
+    from actionrec.synthetic import CLASS_NAMES
+
+    _number(cfg, "synthesize", "num_classes", int, 2, len(CLASS_NAMES))
+    _number(cfg, "synthesize", "groups_per_class", int, 3)
+    _number(cfg, "synthesize", "clips_per_group", int, 1, 20)
+    _number(cfg, "synthesize", "min_seconds", float, 0.2)
+    _number(cfg, "synthesize", "max_seconds", float, cfg["min_seconds"], 60)
+    for key in ("fps", "width", "height"):
+        _number(cfg, "synthesize", key, int, 1 if key == "fps" else 32)
+    _number(cfg, "synthesize", "seed", int)
+
+
+def _check_subset(cfg: dict) -> None:
+    _number(cfg, "subset", "num_classes", int, 2)
+    _number(cfg, "subset", "videos_per_class", int, 3)
+    classes = cfg.get("classes") or []
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ParamsError("params.yaml: subset.classes must be a list of class names (or [])")
+    if len(set(classes)) != len(classes):
+        raise ParamsError("params.yaml: subset.classes lists a class twice")
+    cfg["classes"] = classes
+    _number(cfg, "subset", "seed", int)
+
+
+def _check_split(cfg: dict) -> None:
+    _choice(cfg, "split", "method", ("group", "official", "random"))
+    _number(cfg, "split", "fold", int, 1, 3)
+    for key in ("train", "val", "test"):
+        _number(cfg, "split", key, float, 0.0, 1.0)
+    if abs(cfg["train"] + cfg["val"] + cfg["test"] - 1.0) > 1e-6:
+        raise ParamsError("params.yaml: split.train + split.val + split.test must sum to 1, got "
+                          f"{cfg['train'] + cfg['val'] + cfg['test']:g}")
+    if min(cfg["train"], cfg["val"], cfg["test"]) <= 0:
+        raise ParamsError("params.yaml: split.train, split.val and split.test must all be > 0")
+    _number(cfg, "split", "seed", int)
+
+
+def _check_features(cfg: dict) -> None:
+    _number(cfg, "features", "num_frames", int, 1, 512)
+    _choice(cfg, "features", "backbone", BACKBONES)
+    weights = cfg.get("weights")
+    if not isinstance(weights, str) or not weights:
+        raise ParamsError("params.yaml: features.weights must be none, IMAGENET1K_V1, "
+                          "IMAGENET1K_V2 or a path to a state-dict file")
+    if weights not in ("none", "IMAGENET1K_V1", "IMAGENET1K_V2") and not Path(weights).is_file():
+        raise ParamsError(f"params.yaml: features.weights {weights!r} is neither none, IMAGENET1K_V1, "
+                          "IMAGENET1K_V2 nor an existing state-dict file")
+    _choice(cfg, "features", "precision", PRECISIONS)
+    _number(cfg, "features", "resize", int, 16)
+    _number(cfg, "features", "crop", int, 16, cfg["resize"])
+    _number(cfg, "features", "batch_frames", int, 1)
+    _number(cfg, "features", "num_workers", int, 0, 64)
+    _number(cfg, "features", "threads", int, 0, 1024)
+    _number(cfg, "features", "max_failed_fraction", float, 0.0, 1.0)
+    _number(cfg, "features", "seed", int)
+
+
+def _check_train(cfg: dict) -> None:
+    _number(cfg, "train", "hidden_size", int, 1)
+    _number(cfg, "train", "num_layers", int, 1, 16)
+    _number(cfg, "train", "dropout", float, 0.0, 0.99)
+    if not isinstance(cfg.get("bidirectional"), bool):
+        raise ParamsError("params.yaml: train.bidirectional must be true or false")
+    _number(cfg, "train", "lr", float, 1e-8, 10.0)
+    _number(cfg, "train", "weight_decay", float, 0.0)
+    _number(cfg, "train", "batch_size", int, 1)
+    _number(cfg, "train", "max_epochs", int, 1)
+    _number(cfg, "train", "patience", int, 1)
+    _number(cfg, "train", "lr_factor", float, 0.01, 0.99)
+    _number(cfg, "train", "lr_patience", int, 0)
+    _number(cfg, "train", "seed", int)
+
+
+def _check_evaluate(cfg: dict) -> None:
+    _number(cfg, "evaluate", "baseline_c", float, 1e-6)
+
+
+CHECKS = {"data": _check_data, "synthesize": _check_synthesize, "subset": _check_subset,
+          "split": _check_split, "features": _check_features, "train": _check_train,
+          "evaluate": _check_evaluate}
+
+
+def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
+    """The named sections of params.yaml, each validated; raises ParamsError on a bad value."""
+    try:
+        params = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found: run the stages from the repository root") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    out = {}
+    for section in sections:
+        if not isinstance(params.get(section), dict):
+            raise ParamsError(f"params.yaml: the section {section}: is missing")
+        cfg = dict(params[section])
+        CHECKS[section](cfg)
+        out[section] = cfg
+    return out

@@ -1,0 +1,57 @@
+"""UCF-101 names and lists: class from the folder, group and clip from `_gNN_cMM`."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+LISTS_DIR = Path(__file__).parent / "ucf101_lists"
+CLIP_NAME = re.compile(r"^v_(?P<cls>[A-Za-z0-9]+)_g(?P<group>\d+)_c(?P<clip>\d+)\.avi$")
+COLUMNS = ["video", "label", "class_name", "group", "clip"]
+
+
+def parse_clip_name(filename: str) -> tuple[str, int, int]:
+    """'v_ApplyEyeMakeup_g08_c01.avi' -> ('ApplyEyeMakeup', 8, 1); ValueError otherwise."""
+    match = CLIP_NAME.match(filename)
+    if not match:
+        raise ValueError(f"not a UCF-101 clip name (v_<Class>_gNN_cMM.avi): {filename}")
+    return match["cls"], int(match["group"]), int(match["clip"])
+
+
+def scan_dataset(root: str | Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """All clips under root/<Class>/ as rows (video, class_name, group, clip), sorted, and
+    the files that were not used with the reason. The class comes from the folder; the name
+    in the file must match it ignoring case (real copies spell HandstandPushups folders'
+    files v_HandStandPushups_...)."""
+    root = Path(root)
+    rows, rejected = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if len(path.relative_to(root).parts) != 2:
+            rejected.append((rel, "not in a <Class>/ folder directly under data.root"))
+            continue
+        class_name = path.parent.name
+        try:
+            name_class, group, clip = parse_clip_name(path.name)
+        except ValueError as error:
+            rejected.append((rel, str(error)))
+            continue
+        if name_class.lower() != class_name.lower():
+            rejected.append((rel, f"file names class {name_class} but lies in folder {class_name}"))
+            continue
+        rows.append({"video": rel, "class_name": class_name, "group": group, "clip": clip})
+    return pd.DataFrame(rows, columns=["video", "class_name", "group", "clip"]), rejected
+
+
+def read_class_index(path: Path = LISTS_DIR / "classInd.txt") -> list[str]:
+    """Class names in the official order (classInd.txt: '1 ApplyEyeMakeup', CRLF)."""
+    lines = path.read_text().splitlines()
+    return [line.split()[1] for line in lines if line.strip()]
+
+
+def read_split_list(kind: str, fold: int) -> list[str]:
+    """Relative clip paths of trainlist0{fold}/testlist0{fold}, e.g.
+    'HandstandPushups/v_HandStandPushups_g01_c01.avi' (train lines carry a label; dropped)."""
+    path = LISTS_DIR / f"{kind}list0{fold}.txt"
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
