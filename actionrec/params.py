@@ -122,8 +122,9 @@ def _check_train(cfg: dict) -> None:
     _number(cfg, "train", "hidden_size", int, 1)
     _number(cfg, "train", "num_layers", int, 1, 16)
     _number(cfg, "train", "dropout", float, 0.0, 0.99)
-    if not isinstance(cfg.get("bidirectional"), bool):
-        raise ParamsError("params.yaml: train.bidirectional must be true or false")
+    for key in ("bidirectional", "temporal_centering"):
+        if not isinstance(cfg.get(key), bool):
+            raise ParamsError(f"params.yaml: train.{key} must be true or false")
     _number(cfg, "train", "lr", float, 1e-8, 10.0)
     _number(cfg, "train", "weight_decay", float, 0.0)
     _number(cfg, "train", "batch_size", int, 1)

@@ -62,8 +62,9 @@ def _assign_groups(sizes: dict[int, int], fractions: dict[str, float],
             group = order.pop()
             assignment[group] = split
             counts[split] += sizes[group]
+    tie_break = dict(zip(fractions, rng.permutation(len(fractions))))  # no split always wins ties
     for group in order:
-        split = max(fractions, key=lambda s: (fractions[s] * total - counts[s], fractions[s]))
+        split = max(fractions, key=lambda s: (round(fractions[s] * total - counts[s], 9), tie_break[s]))
         assignment[group] = split
         counts[split] += sizes[group]
     return assignment

@@ -23,7 +23,7 @@ CLASSES: list[tuple[str, str, bool]] = [
     ("RotateClockwise", "rotate", False), ("RotateAnticlockwise", "rotate", True),
     ("OrbitClockwise", "orbit", False), ("OrbitAnticlockwise", "orbit", True),
     ("FadeIn", "fade", False), ("FadeOut", "fade", True),
-    ("PanLeft", "pan", False), ("PanRight", "pan", True),
+    ("StretchWide", "stretch", False), ("StretchTall", "stretch", True),
     ("ZoomIn", "zoom", False), ("ZoomOut", "zoom", True),
     ("SplitApart", "split", False), ("ComeTogether", "split", True),
     ("SpiralOut", "spiral", False), ("SpiralIn", "spiral", True),
@@ -34,31 +34,32 @@ CLASS_NAMES = [name for name, _, _ in CLASSES]
 
 def _scene(rng: np.random.Generator, width: int, height: int) -> dict:
     """One group's look: a textured background wider than the frame, lighting, an object."""
-    bg_h, bg_w = height * 2, width * 2  # room for pans and zooms
+    bg_h, bg_w = height * 2, width * 2  # room for zooming out
     yy, xx = np.mgrid[0:bg_h, 0:bg_w].astype(np.float32)
-    top, bottom = rng.uniform(20, 235, size=(2, 3))
+    top, bottom = rng.uniform(25, 120, size=(2, 3))  # darker than the objects
     angle = rng.uniform(0, np.pi)
     ramp = (np.cos(angle) * xx / bg_w + np.sin(angle) * yy / bg_h + 1) / 2
     bg = top * (1 - ramp[..., None]) + bottom * ramp[..., None]
-    for _ in range(rng.integers(6, 14)):  # static clutter, so the background has texture
+    for _ in range(rng.integers(3, 7)):  # static clutter, so the background has texture
         cx, cy = rng.uniform(0, bg_w), rng.uniform(0, bg_h)
         rx, ry = rng.uniform(8, 60, size=2)
         mask = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1
-        bg[mask] = rng.uniform(0, 255, size=3)
+        bg[mask] = rng.uniform(25, 140, size=3)
     return {
         "background": bg.astype(np.float32),
         "light": rng.uniform(0.7, 1.2),
-        "color": rng.uniform(0, 255, size=3).astype(np.float32),
-        "marker": rng.uniform(0, 255, size=3).astype(np.float32),
+        # objects are light grey with a tint, so that the lighting, not the paint, sets their colour
+        "color": (rng.uniform(140, 170) + rng.uniform(-15, 15, size=3)).astype(np.float32),
+        "marker": rng.uniform(0, 90, size=3).astype(np.float32),
         "shape": rng.choice(["disc", "square", "diamond"]),
-        "radius": rng.uniform(22, 36),
+        "radius": rng.uniform(44, 58),
     }
 
 
 def _pose(motion: str, t: float, jitter: np.ndarray) -> dict:
     """Object and camera state at time t in [0, 1] (scene coordinates centred on 0)."""
     a, b = jitter  # per-clip variation in path length / offset
-    x, y, scale, angle, alpha, pan, zoom = 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0
+    x, y, scale, angle, alpha, stretch, zoom = 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0
     s = 2 * t - 1  # -1 .. 1
     if motion == "slide_x":
         x, y = 110 * a * s, 40 * b
@@ -77,10 +78,11 @@ def _pose(motion: str, t: float, jitter: np.ndarray) -> dict:
         x, y = 90 * np.cos(phi), 70 * np.sin(phi)
     elif motion == "fade":
         alpha = t
-    elif motion == "pan":
-        pan = 120 * a * s
-    elif motion == "zoom":
+    elif motion == "stretch":
+        stretch = 1.7 ** s  # width / height from wide to tall
+    elif motion == "zoom":  # around the frame centre, so an off-centre object also drifts out
         zoom = 1.0 + 0.9 * t
+        x, y = 60 * np.sign(b), 40 * b
     elif motion == "split":
         x = 20 + 100 * t * a  # second copy drawn mirrored at -x
     elif motion == "spiral":
@@ -88,14 +90,14 @@ def _pose(motion: str, t: float, jitter: np.ndarray) -> dict:
         x, y = 100 * t * np.cos(phi), 80 * t * np.sin(phi)
     elif motion == "shake":
         x = 60 * np.sin(6 * np.pi * t) * a
-    return {"x": x, "y": y, "scale": scale, "angle": angle, "alpha": alpha, "pan": pan,
+    return {"x": x, "y": y, "scale": scale, "angle": angle, "alpha": alpha, "stretch": stretch,
             "zoom": zoom, "mirror": motion == "split"}
 
 
 def _draw(scene: dict, pose: dict, width: int, height: int, grid: tuple) -> np.ndarray:
     """Rasterise one frame: camera transform to scene coordinates, then background + object."""
     px, py = grid  # pixel coordinates centred on the frame centre
-    sx = px / pose["zoom"] + pose["pan"]
+    sx = px / pose["zoom"]
     sy = py / pose["zoom"]
     bg = scene["background"]
     bx = np.clip((sx + bg.shape[1] / 2).astype(np.int32), 0, bg.shape[1] - 1)
@@ -107,6 +109,7 @@ def _draw(scene: dict, pose: dict, width: int, height: int, grid: tuple) -> np.n
     for cx, cy in centres:
         u, v = sx - cx, sy - cy
         u, v = cos * u + sin * v, -sin * u + cos * v  # rotate into the object's frame
+        u, v = u / np.sqrt(pose["stretch"]), v * np.sqrt(pose["stretch"])
         if scene["shape"] == "disc":
             inside = u * u + v * v < radius * radius
         elif scene["shape"] == "square":
@@ -114,12 +117,23 @@ def _draw(scene: dict, pose: dict, width: int, height: int, grid: tuple) -> np.n
         else:
             inside = np.abs(u) + np.abs(v) < radius * 1.2
         # an off-centre marker makes rotation visible whatever the shape
-        marker = (u - 0.55 * radius) ** 2 + v * v < (0.3 * radius) ** 2
+        marker = (u - 0.5 * radius) ** 2 + v * v < (0.4 * radius) ** 2
         a = pose["alpha"]
         for mask, color in ((inside, scene["color"]), (inside & marker, scene["marker"])):
             frame[mask] = (1 - a) * frame[mask] + a * color
-    frame *= scene["light"]
+    # Every scene is lit alike: a warm lamp on the left, a cool one on the right, a green
+    # one above. An object's colour then tells where it is, so position survives the backbone's
+    # global pooling, and the direction of motion with it.
+    frame *= scene["light"] * _lighting(width, height)
     return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def _lighting(width: int, height: int) -> np.ndarray:
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    # red falls and blue rises from left to right, green falls from top to bottom
+    x, y = np.broadcast_arrays(x, y)
+    return np.concatenate([1.3 - 0.6 * x, 1.2 - 0.4 * y, 0.7 + 0.6 * x], axis=2) * (1.1 - 0.2 * y)
 
 
 def render_clip(motion: str, backwards: bool, scene: dict, rng: np.random.Generator,

@@ -35,10 +35,12 @@ def main() -> None:
     data = {}
     for split in ("train", "test"):
         rows = pd.read_csv(f"data/features/{split}.csv")
-        data[split] = (standardize(np.load(f"data/features/{split}.npy"), mean, std), rows["label"].to_numpy())
-    (x_train, y_train), (x_test, y_test) = data["train"], data["test"]
+        data[split] = (np.load(f"data/features/{split}.npy"), rows["label"].to_numpy())
+    (train_feats, y_train), (test_feats, y_test) = data["train"], data["test"]
     with torch.no_grad():
-        lstm_pred = model(x_test).argmax(1).numpy()
+        lstm_pred = model(standardize(test_feats, mean, std, meta["temporal_centering"])).argmax(1).numpy()
+    # the baseline sees the plain (uncentred) features: their clip mean is all it uses
+    x_train, x_test = standardize(train_feats, mean, std), standardize(test_feats, mean, std)
     baseline_pred = order_blind_baseline(x_train, y_train, x_test, cfg["baseline_c"])
 
     metrics = {**scores("", y_test, lstm_pred), **scores("baseline_", y_test, baseline_pred),

@@ -15,7 +15,7 @@ from actionrec.model import LSTMClassifier, feature_stats, standardize  # noqa: 
 from actionrec.params import load_params, run_stage  # noqa: E402
 
 
-def load_split(name: str, mean=None, std=None):
+def load_split(name: str):
     feats = np.load(f"data/features/{name}.npy", mmap_mode="r")
     labels = torch.tensor(pd.read_csv(f"data/features/{name}.csv")["label"].to_numpy())
     return feats, labels
@@ -36,7 +36,8 @@ def main() -> None:
     train_feats, y_train = load_split("train")
     val_feats, y_val = load_split("val")
     mean, std = feature_stats(np.asarray(train_feats))
-    x_train, x_val = standardize(train_feats, mean, std), standardize(val_feats, mean, std)
+    center = cfg["temporal_centering"]
+    x_train, x_val = standardize(train_feats, mean, std, center), standardize(val_feats, mean, std, center)
     class_names = (pd.read_csv("data/metadata.csv").drop_duplicates("label")
                    .sort_values("label")["class_name"].tolist())
 
@@ -71,7 +72,7 @@ def main() -> None:
     print(f"best epoch {best['epoch']}: val loss {best['val_loss']:.4f}, val accuracy {best['val_accuracy']:.3f}")
 
     meta = {"class_names": class_names, "feature_dim": int(x_train.shape[2]),
-            **{k: cfg[k] for k in ("hidden_size", "num_layers", "dropout", "bidirectional")},
+            **{k: cfg[k] for k in ("hidden_size", "num_layers", "dropout", "bidirectional", "temporal_centering")},
             **{k: features_cfg[k] for k in ("num_frames", "backbone", "weights", "precision", "resize", "crop", "seed")},
             "sampling": "segment_centres", "normalize": "imagenet",
             "feature_mean": torch.from_numpy(mean), "feature_std": torch.from_numpy(std)}

@@ -1,0 +1,104 @@
+"""Feature-extraction benchmark: frames/s of the seed-style extractor, the project's features
+code path, and the backbone alone on random input (the ceiling), on the same videos.
+
+    python bench/extract.py [--videos 200] [--whole]
+
+--whole also times whole processes, start-up included: `python bench/seed_extract.py`
+against `dvc repro -f features` (the stage as users run it)."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from actionrec.backbone import build_backbone, embed  # noqa: E402
+from actionrec.extract import iter_features  # noqa: E402
+from actionrec.params import load_params  # noqa: E402
+
+
+def bench_videos(root: Path, count: int) -> list[str]:
+    """count videos spread evenly over the classes (25 classes x 8 for the default 200)."""
+    rows = pd.read_csv("data/metadata.csv")
+    per_class = max(1, count // rows["class_name"].nunique())
+    picked = rows.groupby("class_name", sort=True).head(per_class)
+    return [str(root / v) for v in picked["video"]][:count]
+
+
+def seed_style_in_process(paths: list[str]) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        listing = Path(out) / "videos.txt"
+        listing.write_text("\n".join(paths))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "bench/seed_extract.py", str(listing), out], check=True,
+                       stdout=subprocess.DEVNULL)
+        return 16 * len(paths) / (time.perf_counter() - start)
+
+
+def project_path(paths: list[str], cfg: dict) -> float:
+    model = build_backbone(cfg["backbone"], cfg["weights"], cfg["seed"])
+    start, frames = time.perf_counter(), 0
+    for _, features, _ in iter_features(model, paths, cfg):
+        frames += 0 if features is None else len(features)
+    return frames / (time.perf_counter() - start)
+
+
+def backbone_only(cfg: dict, batches: int = 8) -> float:
+    model = build_backbone(cfg["backbone"], cfg["weights"], cfg["seed"])
+    batch = torch.randint(0, 256, (cfg["batch_frames"], 3, cfg["crop"], cfg["crop"]), dtype=torch.uint8)
+    embed(model, batch, cfg["precision"])  # warm-up: oneDNN picks its kernels
+    start = time.perf_counter()
+    for _ in range(batches):
+        embed(model, batch, cfg["precision"])
+    return batches * len(batch) / (time.perf_counter() - start)
+
+
+def whole_processes(paths: list[str]) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as out:
+        listing = Path(out) / "videos.txt"
+        listing.write_text("\n".join(paths))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "bench/seed_extract.py", str(listing), out], check=True)
+        seed_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    subprocess.run(["dvc", "repro", "-f", "-s", "features"], check=True)
+    return seed_seconds, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=200)
+    parser.add_argument("--whole", action="store_true")
+    args = parser.parse_args()
+    params = load_params("data", "features")
+    cfg = params["features"]
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    paths = bench_videos(Path(params["data"]["root"]), args.videos)
+    print(f"{len(paths)} videos, {cfg['num_frames']} frames each, torch threads {torch.get_num_threads()}, "
+          f"precision {cfg['precision']}, batch {cfg['batch_frames']}, workers {cfg['num_workers']}")
+    seed = seed_style_in_process(paths)
+    project = project_path(paths, cfg)
+    ceiling = backbone_only(cfg)
+    print(f"1. seed-style extractor        {seed:8.1f} frames/s")
+    print(f"2. project features code path  {project:8.1f} frames/s")
+    print(f"3. backbone alone (random in)  {ceiling:8.1f} frames/s")
+    print(f"ratio 2/1 = {project / seed:.2f}   ratio 2/3 = {project / ceiling:.2f}")
+    if args.whole:
+        seed_s, stage_s = whole_processes(paths)
+        n_all = len(pd.read_csv("data/metadata.csv"))
+        print(f"whole process: seed-style {seed_s:.1f} s for {len(paths)} videos; "
+              f"dvc repro -f -s features {stage_s:.1f} s for all {n_all} videos; "
+              f"per video {seed_s / len(paths):.3f} s vs {stage_s / n_all:.3f} s "
+              f"= {(seed_s / len(paths)) / (stage_s / n_all):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Classify one video with the trained model: python predict.py VIDEO [--top-k K] [--json]
+
+Everything it needs (class names, frames, backbone, weights, preprocessing, feature
+normalisation) comes from the model file that `dvc repro` wrote; nothing is guessed."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def predict(video: str, model_path: str, top_k: int) -> dict:
+    import torch
+
+    from actionrec.backbone import build_backbone, embed, resize_crop
+    from actionrec.model import load_checkpoint, standardize
+    from actionrec.video import VideoError, read_frames
+
+    if not Path(model_path).is_file():
+        fail(f"no trained model at {model_path}: run 'make repro' (or 'dvc repro') first")
+    if not Path(video).is_file():
+        fail(f"no such video: {video}")
+    model, meta = load_checkpoint(model_path)
+    try:
+        frames = read_frames(video, meta["num_frames"])
+    except VideoError as error:
+        fail(f"cannot read {video} as a video ({error})")
+    try:
+        backbone = build_backbone(meta["backbone"], meta["weights"], meta["seed"])
+    except RuntimeError as error:
+        fail(str(error))
+    features = embed(backbone, resize_crop(frames, meta["resize"], meta["crop"]), meta["precision"])
+    x = standardize(features.numpy()[None], meta["feature_mean"].numpy(), meta["feature_std"].numpy(),
+                    meta["temporal_centering"])
+    with torch.no_grad():
+        probs = torch.softmax(model(x)[0], dim=0)
+    top = torch.topk(probs, min(top_k, len(probs)))
+    ranked = [{"label": meta["class_names"][i], "confidence": round(float(p), 6)}
+              for p, i in zip(top.values.tolist(), top.indices.tolist())]
+    return {"video": video, "label": ranked[0]["label"], "confidence": ranked[0]["confidence"],
+            "top_k": ranked}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("video")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--model", default="models/lstm.pt")
+    args = parser.parse_args()
+    if args.top_k < 1:
+        fail("--top-k must be at least 1")
+    result = predict(args.video, args.model, args.top_k)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"Prediction: {result['label']}")
+    print(f"Confidence: {100 * result['confidence']:.2f}%")
+    print(f"Top {len(result['top_k'])}:")
+    for rank, item in enumerate(result["top_k"], 1):
+        print(f"  {rank}. {item['label']:<24} {100 * item['confidence']:6.2f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny generated videos and the real sample clips from ../shared/videos."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actionrec.synthetic import write_avi
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_VIDEOS = ROOT.parent / "shared" / "videos"
+REAL_CLIPS = ("v_ApplyEyeMakeup_g01_c01.avi", "kinetics_arm_wrestling.mp4", "short_32_frames.mp4")
+
+
+def tiny_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: int = 25) -> Path:
+    """An MPEG-4 AVI whose frame i is filled with grey level 10 * i (so frames are tellable)."""
+    data = np.zeros((frames, height, width, 3), np.uint8)
+    for i in range(frames):
+        data[i] = min(10 * i, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_avi(path, data, fps)
+    return path
+
+
+@pytest.fixture
+def real_clips(tmp_path: Path) -> dict[str, Path]:
+    """The three real clips, copied into the test's own folder (the originals are read-only)."""
+    if not SHARED_VIDEOS.is_dir():
+        pytest.fail(f"{SHARED_VIDEOS} is missing: the tests need the shared sample clips")
+    out = {}
+    for name in REAL_CLIPS:
+        out[name] = tmp_path / name
+        shutil.copy(SHARED_VIDEOS / name, out[name])
+    return out

@@ -1,0 +1,86 @@
+"""End to end: the real `dvc repro` and `dvc exp run` on tiny params, in a temp copy of the repo."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "synthesize": {"num_classes": 3, "groups_per_class": 3, "clips_per_group": 2, "min_seconds": 0.6,
+                   "max_seconds": 1.0, "fps": 10, "width": 64, "height": 48},
+    "subset": {"num_classes": 3},
+    "features": {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 16},
+    "train": {"hidden_size": 8, "max_epochs": 4, "patience": 2},
+}
+
+
+def run(args: list[str], cwd: Path) -> str:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git + DVC copy of this repository's tracked files, with tiny params."""
+    dest = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(git + ["add", "-A"], dest)
+    run(git + ["commit", "-qm", "tiny"], dest)
+    return dest
+
+
+def read_metrics(repo: Path) -> dict:
+    return {name: json.loads((repo / "metrics" / name).read_text())
+            for name in ("split.json", "features.json", "train.json", "evaluate.json")}
+
+
+def test_repro_end_to_end_is_deterministic_and_experiments_reuse_features(repo):
+    out = run(["dvc", "repro"], repo)
+    for stage in ("synthesize", "subset", "split", "features", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in out
+    metadata = pd.read_csv(repo / "data/metadata.csv")
+    assert {"video", "label", "class_name", "group", "clip"} <= set(metadata.columns)
+    assert sorted(metadata["label"].unique()) == [0, 1, 2]
+    first = read_metrics(repo)
+    assert first["split.json"]["shared_groups"] == 0
+    assert first["features.json"]["failed_videos"] == 0
+    features = np.load(repo / "data/features/train.npy")
+    assert features.dtype == np.float16 and features.shape[1:] == (4, 2048)
+    assert len(features) == len(pd.read_csv(repo / "data/features/train.csv"))
+    assert 0.0 <= first["evaluate.json"]["test_accuracy"] <= 1.0
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
+    assert (repo / "plots/confusion_test.csv").read_text().startswith("actual,predicted")
+    assert (repo / "metrics/failed_videos.csv").read_text().strip() == "video,error"
+
+    run(["dvc", "repro", "-f"], repo)
+    assert read_metrics(repo) == first, "a forced re-run changed the metrics"
+    assert np.array_equal(np.load(repo / "data/features/train.npy"), features)
+
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qam", "repro"], repo)
+    out = run(["dvc", "exp", "run", "-S", "train.lr=0.003"], repo)
+    assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
+    assert "Running stage 'features'" not in out and "Stage 'features' didn't change" in out
+    shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
+    assert "0.003" in shown and "test_accuracy" in shown

@@ -1,0 +1,84 @@
+import pandas as pd
+import pytest
+
+from actionrec.params import UserError
+from actionrec.splits import choose_subset, group_split, official_split, random_split, shared_groups
+from actionrec.ucf101 import parse_clip_name, read_class_index, read_split_list
+
+FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+@pytest.fixture(scope="module")
+def ucf_clips() -> pd.DataFrame:
+    """All 13,320 clips of UCF-101 as the official lists name them (no video files needed)."""
+    videos = read_split_list("train", 1) + read_split_list("test", 1)
+    rows = []
+    for video in videos:
+        _, group, clip = parse_clip_name(video.split("/")[1])
+        rows.append({"video": video, "class_name": video.split("/")[0], "group": group, "clip": clip})
+    return pd.DataFrame(rows).sort_values("video").reset_index(drop=True)
+
+
+def test_clip_table_matches_ucf101(ucf_clips):
+    assert len(ucf_clips) == 13320 and ucf_clips["class_name"].nunique() == 101
+    assert set(ucf_clips["class_name"]) == set(read_class_index())
+
+
+def test_subset_is_deterministic_and_spreads_over_groups(ucf_clips):
+    subset = choose_subset(ucf_clips, [], 25, 60, seed=0)
+    assert subset.equals(choose_subset(ucf_clips, [], 25, 60, seed=0))
+    assert sorted(subset["class_name"].unique()) == read_class_index()[:25]
+    assert list(subset.columns) == ["video", "label", "class_name", "group", "clip"]
+    per_class = subset.groupby("class_name")
+    assert (per_class.size() <= 60).all()
+    # 25 groups per class and 60 clips: round-robin keeps every group
+    assert (per_class["group"].nunique() == 25).all()
+    assert sorted(subset["label"].unique()) == list(range(25))
+
+
+def test_explicit_classes_win_and_unknown_ones_fail(ucf_clips):
+    subset = choose_subset(ucf_clips, ["Typing", "Archery"], 25, 200, seed=0)
+    assert sorted(subset["class_name"].unique()) == ["Archery", "Typing"]
+    with pytest.raises(UserError, match="NoSuchClass"):
+        choose_subset(ucf_clips, ["NoSuchClass"], 25, 200, seed=0)
+
+
+def test_group_split_is_disjoint_stratified_and_near_target(ucf_clips):
+    subset = choose_subset(ucf_clips, [], 25, 200, seed=0)
+    split = group_split(subset, FRACTIONS, seed=0)
+    assert shared_groups(subset, split) == 0
+    for name, fraction in FRACTIONS.items():
+        part = subset[split == name]
+        assert part["class_name"].nunique() == 25, name
+        assert abs(len(part) / len(subset) - fraction) <= 0.05, name
+    assert split.equals(group_split(subset, FRACTIONS, seed=0))
+    assert not split.equals(group_split(subset, FRACTIONS, seed=1))
+
+
+def test_official_split_test_is_the_official_list_exactly(ucf_clips):
+    subset = choose_subset(ucf_clips, [], 25, 200, seed=0)
+    for fold in (1, 2, 3):
+        test_list = read_split_list("test", fold)
+        split = official_split(subset, test_list, FRACTIONS, seed=0)
+        expected = set(v for v in test_list if v.split("/")[0] in set(subset["class_name"]))
+        assert set(subset["video"][split == "test"]) == expected
+        assert shared_groups(subset, split) == 0
+        assert (split == "val").sum() > 0
+
+
+def test_official_split_on_the_handstand_quirk(ucf_clips):
+    subset = choose_subset(ucf_clips, ["HandstandPushups"], 1, 200, seed=0)
+    split = official_split(subset, read_split_list("test", 1), FRACTIONS, seed=0)
+    assert set(subset["group"][split == "test"]) == set(range(1, 8))  # fold 1 holds out g01-g07
+
+
+def test_random_split_leaks_groups(ucf_clips):
+    subset = choose_subset(ucf_clips, [], 5, 200, seed=0)
+    assert shared_groups(subset, random_split(subset, FRACTIONS, seed=0)) > 0
+
+
+def test_group_split_refuses_classes_with_too_few_groups(ucf_clips):
+    subset = choose_subset(ucf_clips, [], 2, 200, seed=0)
+    subset = subset[subset["group"] <= 2]
+    with pytest.raises(UserError, match="groups"):
+        group_split(subset, FRACTIONS, seed=0)
