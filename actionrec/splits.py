@@ -58,7 +58,7 @@ def _assign_groups(sizes: dict[int, int], fractions: dict[str, float],
     # smallest groups seed the small splits so that each split holds the class
     small_first = sorted(fractions, key=lambda s: fractions[s])
     for split in small_first[:-1]:
-        if len(order) > len(assignment) + 1:
+        if len(order) > 1:  # keep at least one group for the largest split
             group = order.pop()
             assignment[group] = split
             counts[split] += sizes[group]

@@ -74,7 +74,7 @@ def _pose(motion: str, t: float, jitter: np.ndarray) -> dict:
     elif motion == "rotate":
         angle = 1.5 * np.pi * t * a
     elif motion == "orbit":
-        phi = 2 * np.pi * (0.85 * t + b)
+        phi = 2 * np.pi * (0.85 * t + 0.05 * b) - np.pi / 2  # starts near the top
         x, y = 90 * np.cos(phi), 70 * np.sin(phi)
     elif motion == "fade":
         alpha = t
@@ -86,7 +86,7 @@ def _pose(motion: str, t: float, jitter: np.ndarray) -> dict:
     elif motion == "split":
         x = 20 + 100 * t * a  # second copy drawn mirrored at -x
     elif motion == "spiral":
-        phi = 3 * np.pi * t + 2 * np.pi * b
+        phi = 3 * np.pi * t + 0.3 * b
         x, y = 100 * t * np.cos(phi), 80 * t * np.sin(phi)
     elif motion == "shake":
         x = 60 * np.sin(6 * np.pi * t) * a

@@ -6,6 +6,8 @@ decodes short (containers that report more frames than they hold, odd codecs).
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +26,28 @@ def frame_indices(num_available: int, num_frames: int) -> list[int]:
             for i in range(num_frames)]
 
 
+@contextmanager
+def _native_stderr_silenced():
+    """decord's C++ core logs each failure to fd 2 itself; the exception already says it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _read_decord(path: str, num_frames: int) -> np.ndarray:
     import decord
 
-    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    indices = frame_indices(len(reader), num_frames)
-    frames = reader.get_batch(indices).asnumpy()
+    with _native_stderr_silenced():
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+        indices = frame_indices(len(reader), num_frames)
+        frames = reader.get_batch(indices).asnumpy()
     if frames.shape[0] != num_frames:
         raise VideoError(f"decord returned {frames.shape[0]} of {num_frames} frames")
     return frames

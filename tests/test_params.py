@@ -38,7 +38,7 @@ def test_numbers_written_by_dvc_exp_are_read_as_numbers(tmp_path):
     ("features", "backbone", "vgg16", "features.backbone must be one of"),
     ("features", "weights", "IMAGENET9K", "features.weights"),
     ("features", "num_frames", 0, "features.num_frames must be"),
-    ("features", "precision", "fp8", "features.precision must be one of bf16, fp32"),
+    ("features", "precision", "fp8", "features.precision must be one of fp32, bf16"),
     ("train", "lr", "fast", "train.lr must be a number"),
     ("train", "bidirectional", "yes", "train.bidirectional must be true or false"),
     ("data", "source", "kinetics", "data.source must be one of"),

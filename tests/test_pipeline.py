@@ -37,7 +37,7 @@ def repo(tmp_path_factory) -> Path:
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split("\n")
     for rel in filter(None, files):
-        if (ROOT / rel).is_file():
+        if (ROOT / rel).is_file() and not rel.startswith(("data/", "models/")):  # outputs, not sources
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
     params = yaml.safe_load((dest / "params.yaml").read_text())

@@ -44,3 +44,34 @@ def test_unreadable_files_raise_video_error(tmp_path, content):
 def test_very_short_video_gives_num_frames(tmp_path):
     frames = read_frames(tiny_video(tmp_path / "two.avi", frames=2), 16)
     assert frames.shape[0] == 16
+
+
+def test_variable_frame_rate_video(tmp_path):
+    import av
+    from fractions import Fraction
+
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        pts = 0
+        for i in range(24):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            pts += 20 if i % 2 else 70  # gaps alternate: 50 and 14 frames/s
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    frames = read_frames(path, 8)
+    levels = frames.mean(axis=(1, 2, 3))
+    assert frames.shape == (8, 48, 64, 3) and np.all(np.diff(levels) > 0)
+
+
+def test_truncated_file_decodes_what_is_there(real_clips, tmp_path):
+    whole = real_clips["v_ApplyEyeMakeup_g01_c01.avi"].read_bytes()
+    path = tmp_path / "truncated.avi"
+    path.write_bytes(whole[: len(whole) // 2])
+    frames = read_frames(path, 16)
+    assert frames.shape == (16, 240, 320, 3) and frames.std() > 5

@@ -1,0 +1,68 @@
+"""predict.py on the real clips, with a model file written as the train stage writes it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from actionrec.model import build_model
+from tests.conftest import ROOT, tiny_video
+
+CLASSES = ["Archery", "Bowling", "Typing"]
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    meta = {"class_names": CLASSES, "feature_dim": 2048, "hidden_size": 8, "num_layers": 1, "dropout": 0.0,
+            "bidirectional": False, "temporal_centering": True, "num_frames": 4, "backbone": "resnet50",
+            "weights": "none", "precision": "bf16", "resize": 64, "crop": 56, "seed": 0,
+            "sampling": "segment_centres", "normalize": "imagenet",
+            "feature_mean": torch.zeros(2048), "feature_std": torch.ones(2048)}
+    torch.manual_seed(0)
+    path = tmp_path / "lstm.pt"
+    torch.save({"state_dict": build_model(meta).state_dict(), "meta": meta}, path)
+    return path
+
+
+def predict(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "predict.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_prints_the_seed_format_on_real_clips(real_clips, model_file):
+    for path in real_clips.values():
+        result = predict(path, "--model", model_file, "--top-k", "2")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].split(": ")[0] == "Prediction" and lines[0].split(": ")[1] in CLASSES
+        assert lines[1].startswith("Confidence: ") and lines[1].endswith("%")
+        assert 0 < float(lines[1][len("Confidence: "):-1]) <= 100
+        assert len([line for line in lines if line.startswith("  ")]) == 2
+
+
+def test_json_output(real_clips, model_file):
+    result = predict(real_clips["kinetics_arm_wrestling.mp4"], "--model", model_file, "--json", "--top-k", "3")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["label"] in CLASSES and 0 <= out["confidence"] <= 1
+    assert [item["label"] for item in out["top_k"]][0] == out["label"] and len(out["top_k"]) == 3
+    assert sum(item["confidence"] for item in out["top_k"]) == pytest.approx(1, abs=1e-3)
+
+
+@pytest.mark.parametrize("case", ["missing video", "not a video", "no model"])
+def test_user_errors_are_one_line_exit_2(tmp_path, model_file, case):
+    video, model = tiny_video(tmp_path / "ok.avi", frames=8), model_file
+    if case == "missing video":
+        video = tmp_path / "nope.avi"
+    elif case == "not a video":
+        video = tmp_path / "notes.avi"
+        video.write_text("hello\n" * 100)
+    else:
+        model = tmp_path / "missing.pt"
+    result = predict(video, "--model", model)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
