@@ -84,3 +84,24 @@ def test_repro_end_to_end_is_deterministic_and_experiments_reuse_features(repo):
     assert "Running stage 'features'" not in out and "Stage 'features' didn't change" in out
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
     assert "0.003" in shown and "test_accuracy" in shown
+
+
+def test_sigkill_during_features_then_repro_completes(repo):
+    """Kill `dvc repro` and its stage with SIGKILL mid-features: the next repro completes and
+    `dvc status` is clean afterwards."""
+    import signal
+    import time
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    partial = repo / "data/features-partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "features"], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not partial.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the stage finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run(["dvc", "repro"], repo)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)

@@ -1,0 +1,115 @@
+"""Get UCF-101: download (resumable, size- and hash-checked), extract, ready for `dvc add`.
+
+    python -m actionrec.download [--dest data] [--sha256 HEX]
+
+UCF101.rar (6.5 GB) extracts with `unar` (Debian package unar; `make ucf101` installs it),
+the split lists zip with Python's zipfile. An interrupted download resumes from its .part file
+(HTTP Range). The archive's SHA-256 is printed and saved beside it; pass --sha256 to check a
+known value (e.g. the one a colleague saved)."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from actionrec.params import UserError, run_stage  # noqa: E402
+
+BASE_URL = "https://www.crcv.ucf.edu/data/UCF101"
+ARCHIVES = ("UCF101.rar", "UCF101TrainTestSplits-RecognitionTask.zip")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60) -> Path:
+    """url -> dest, resuming dest.part; checks the size the server declares and, if given,
+    the SHA-256. A finished dest is kept as it is."""
+    if dest.exists():
+        return dest
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code != 416:  # 416: the .part is already whole
+            raise UserError(f"download of {url} failed: HTTP {error.code}") from None
+        total = have
+    except (urllib.error.URLError, TimeoutError) as error:
+        raise UserError(f"cannot reach {url} ({error}): check the network, then run again "
+                        "(the download resumes)") from None
+    else:
+        with response:
+            if response.status == 206:  # resumed: Content-Range "bytes start-end/total"
+                total = int(response.headers["Content-Range"].rsplit("/", 1)[1])
+            else:
+                have, total = 0, int(response.headers.get("Content-Length", 0)) or None
+            with open(part, "ab" if have else "wb") as out, tqdm(
+                    total=total, initial=have, unit="B", unit_scale=True, desc=dest.name) as bar:
+                try:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        out.write(block)
+                        bar.update(len(block))
+                except (OSError, TimeoutError) as error:
+                    raise UserError(f"download of {dest.name} broke off ({error}): run again to "
+                                    "resume") from None
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise UserError(f"{dest.name}: got {size} of {total} bytes: run again to resume")
+    digest = sha256_of(part)
+    if sha256 and digest != sha256.lower():
+        part.unlink()
+        raise UserError(f"{dest.name}: SHA-256 {digest} is not the expected {sha256}; the "
+                        "corrupt file was removed: run again")
+    part.replace(dest)
+    dest.with_name(dest.name + ".sha256").write_text(f"{digest}  {dest.name}\n")
+    print(f"{dest.name}: {size} bytes, sha256 {digest}")
+    return dest
+
+
+def extract(archive: Path, dest: Path) -> None:
+    """RAR through unar, zip through zipfile, into dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(dest)
+        return
+    if shutil.which("unar") is None:
+        raise UserError("extracting RAR needs unar: apt-get install unar (or run 'make ucf101')")
+    result = subprocess.run(["unar", "-quiet", "-force-overwrite", "-no-directory", "-output-directory",
+                             str(dest), str(archive)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise UserError(f"unar could not extract {archive}: {result.stderr.strip()[:200]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dest", default="data", type=Path)
+    parser.add_argument("--base-url", default=BASE_URL, help="a mirror holding the same files")
+    parser.add_argument("--sha256", help="expected SHA-256 of UCF101.rar")
+    args = parser.parse_args(argv)
+    args.dest.mkdir(parents=True, exist_ok=True)
+    rar, lists = (download(f"{args.base_url}/{name}", args.dest / name,
+                           args.sha256 if name.endswith(".rar") else None) for name in ARCHIVES)
+    extract(rar, args.dest)          # -> data/UCF-101/<Class>/v_<Class>_gNN_cMM.avi
+    extract(lists, args.dest)        # -> data/ucfTrainTestlist/
+    print(f"done: {args.dest / 'UCF-101'}. Next: dvc add {args.dest / 'UCF-101'} and see README, "
+          "'Train on real UCF-101'")
+
+
+if __name__ == "__main__":
+    run_stage(main)
