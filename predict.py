@@ -20,7 +20,7 @@ def fail(message: str) -> None:
 def predict(video: str, model_path: str, top_k: int) -> dict:
     import torch
 
-    from actionrec.backbone import build_backbone, embed, resize_crop
+    from actionrec.backbone import embed, inference_backbone, resize_crop
     from actionrec.model import load_checkpoint, standardize
     from actionrec.video import VideoError, read_frames
 
@@ -34,7 +34,7 @@ def predict(video: str, model_path: str, top_k: int) -> dict:
     except VideoError as error:
         fail(f"cannot read {video} as a video ({error})")
     try:
-        backbone = build_backbone(meta["backbone"], meta["weights"], meta["seed"])
+        backbone = inference_backbone({**meta, "compile": False})  # compiling pays over many videos
     except RuntimeError as error:
         fail(str(error))
     features = embed(backbone, resize_crop(frames, meta["resize"], meta["crop"]), meta["precision"])

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.fx.experimental.optimization
 import torchvision
 from torchvision.transforms.v2 import functional as TF
 
@@ -43,6 +44,31 @@ def build_backbone(name: str, weights: str, seed: int = 0) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
+def prepare_for_inference(model: torch.nn.Module, precision: str, compile: bool) -> torch.nn.Module:
+    """Fold batch norms into convolutions, cast to the precision, optionally torch.compile.
+
+    Measured on 2 CPU cores (bench/extract.py): bf16 about 2.5x fp32, and torch.compile with
+    frozen weights about 3x eager bf16 after a one-off compile of some 10-30 s. Features agree
+    with fp32 eager to a cosine similarity above 0.99 (tests/test_backbone.py)."""
+    model = torch.fx.experimental.optimization.fuse(model)  # eval-mode conv+BN folding
+    model = model.to(memory_format=torch.channels_last)
+    if precision == "bf16":
+        model = model.to(torch.bfloat16)
+    if compile:
+        from torch._inductor import config as inductor_config
+
+        inductor_config.freezing = True  # weights are constants: fold and pre-pack them
+        model = torch.compile(model, dynamic=False)
+    return model
+
+
+def inference_backbone(cfg: dict) -> torch.nn.Module:
+    """The backbone that cfg (the features params, or a model file's meta) describes, ready
+    for embed(): built, folded, cast, and compiled if cfg says so."""
+    model = build_backbone(cfg["backbone"], cfg["weights"], cfg["seed"])
+    return prepare_for_inference(model, cfg["precision"], cfg.get("compile", False))
+
+
 def feature_dim(name: str) -> int:
     return 512 if name in ("resnet18", "resnet34") else 2048
 
@@ -66,9 +92,7 @@ def normalize(batch: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def embed(model: torch.nn.Module, batch: torch.Tensor, precision: str) -> torch.Tensor:
-    """Features [N, D] float32 for a uint8 [N, 3, H, W] batch."""
-    x = normalize(batch)
-    device = next(model.parameters()).device
-    x = x.to(device, non_blocking=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        return model(x).float()
+    """Features [N, D] float32 for a uint8 [N, 3, H, W] batch, through a model from
+    prepare_for_inference (weights already in the precision)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return model(normalize(batch).to(dtype)).float()

@@ -3,6 +3,7 @@ run the backbone once per batch. Shared by the features stage and bench/extract.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,36 +42,52 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
                   ) -> Iterator[tuple[int, np.ndarray | None, str]]:
     """Yield (index into paths, float32 [T, D] features or None, error) in completion order.
 
-    Frames of several videos share one forward pass of cfg["batch_frames"] frames, so the
-    backbone always sees full batches while workers decode the next videos."""
+    The backbone always sees batches of exactly cfg["batch_frames"] frames: frames of several
+    videos share a batch, a video's frames may span two, and only the very last batch is
+    padded. A fixed shape keeps a compiled model from recompiling."""
     dataset = ClipDataset(paths, cfg["num_frames"], cfg["resize"], cfg["crop"])
-    workers = cfg["num_workers"]
+    workers, batch_frames = cfg["num_workers"], cfg["batch_frames"]
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=8 if workers else None,
-                        worker_init_fn=_single_threaded_worker if workers else None,
-                        persistent_workers=False)
-    pending: list[tuple[int, torch.Tensor]] = []
-    buffered = 0
+                        worker_init_fn=_single_threaded_worker if workers else None)
+    waiting: deque[tuple[int, int]] = deque()  # (video index, frames) not yet handed out
+    inputs: list[torch.Tensor] = []            # uint8 frames not yet through the backbone
+    outputs: list[torch.Tensor] = []           # features not yet handed out
+    pending_inputs = 0
 
-    def flush():
-        nonlocal pending, buffered
-        output = embed(model, torch.cat([frames for _, frames in pending]), cfg["precision"])
-        start = 0
-        for index, frames in pending:
-            yield index, output[start:start + len(frames)].numpy(), ""
-            start += len(frames)
-        pending, buffered = [], 0
+    def run_batch(final: bool) -> None:
+        nonlocal inputs, pending_inputs
+        frames = torch.cat(inputs)
+        batch, rest = frames[:batch_frames], frames[batch_frames:]
+        real = len(batch)
+        if final and real < batch_frames:  # pad the last batch to the compiled shape
+            batch = torch.cat([batch, batch.new_zeros((batch_frames - real, *batch.shape[1:]))])
+        outputs.append(embed(model, batch, cfg["precision"])[:real])
+        inputs, pending_inputs = ([rest] if len(rest) else []), len(rest)
+
+    def finished() -> Iterator[tuple[int, np.ndarray, str]]:
+        nonlocal outputs
+        done = torch.cat(outputs) if outputs else None
+        offset = 0
+        while waiting and done is not None and len(done) - offset >= waiting[0][1]:
+            index, count = waiting.popleft()
+            yield index, done[offset:offset + count].numpy(), ""
+            offset += count
+        outputs = [done[offset:]] if done is not None and offset < len(done) else []
 
     for index, frames, error in loader:
         if frames is None:
             yield index, None, error
             continue
-        pending.append((index, frames))
-        buffered += len(frames)
-        if buffered >= cfg["batch_frames"]:
-            yield from flush()
-    if pending:
-        yield from flush()
+        waiting.append((index, len(frames)))
+        inputs.append(frames)
+        pending_inputs += len(frames)
+        while pending_inputs >= batch_frames:
+            run_batch(final=False)
+            yield from finished()
+    while pending_inputs:
+        run_batch(final=True)
+    yield from finished()
 
 
 class Throughput:

@@ -109,6 +109,8 @@ def _check_features(cfg: dict) -> None:
         raise ParamsError(f"params.yaml: features.weights {weights!r} is neither none, IMAGENET1K_V1, "
                           "IMAGENET1K_V2 nor an existing state-dict file")
     _choice(cfg, "features", "precision", PRECISIONS)
+    if not isinstance(cfg.get("compile"), bool):
+        raise ParamsError("params.yaml: features.compile must be true or false")
     _number(cfg, "features", "resize", int, 16)
     _number(cfg, "features", "crop", int, 16, cfg["resize"])
     _number(cfg, "features", "batch_frames", int, 1)

@@ -16,13 +16,13 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actionrec.backbone import build_backbone, feature_dim  # noqa: E402
+from actionrec.backbone import feature_dim, inference_backbone  # noqa: E402
 from actionrec.extract import Throughput, atomic_save_npy, iter_features  # noqa: E402
 from actionrec.params import UserError, load_params, run_stage  # noqa: E402
 from actionrec.splits import SPLITS  # noqa: E402
 
 OUT, PARTIAL, CHUNK = Path("data/features"), Path("data/features-partial"), 64
-RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "resize", "crop", "seed")
+RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "compile", "resize", "crop", "seed")
 
 
 def fingerprint(cfg: dict, videos: pd.DataFrame, root: Path) -> str:
@@ -82,7 +82,7 @@ def main() -> None:
     videos = pd.concat(splits.values(), ignore_index=True)
     partial = PARTIAL / fingerprint(cfg, videos, root)
     partial.mkdir(parents=True, exist_ok=True)
-    model = build_backbone(cfg["backbone"], cfg["weights"], cfg["seed"])
+    model = inference_backbone(cfg)
     feats, errors = extract_all(model, [str(root / v) for v in videos["video"]], cfg, partial)
 
     failed = pd.DataFrame({"video": videos["video"], "error": errors})

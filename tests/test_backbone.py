@@ -3,7 +3,9 @@ import pytest
 import torch
 import torchvision
 
-from actionrec.backbone import build_backbone, embed, resize_crop
+import copy
+
+from actionrec.backbone import build_backbone, embed, prepare_for_inference, resize_crop
 from actionrec.video import read_frames
 
 
@@ -44,9 +46,14 @@ def test_resize_crop_keeps_uint8_and_centre():
     assert out[:, :, 112, 112].min() == 255 and out[:, :, 0, 0].max() == 0
 
 
-def test_bf16_features_agree_with_fp32_on_real_clips(real_clips):
+def test_bf16_and_compiled_features_agree_with_fp32_on_real_clips(real_clips):
     model = build_backbone("resnet50", "none", seed=0)
     batch = torch.cat([resize_crop(read_frames(path, 4), 256, 224) for path in real_clips.values()])
-    fp32, bf16 = embed(model, batch, "fp32"), embed(model, batch, "bf16")
-    cosine = torch.nn.functional.cosine_similarity(fp32, bf16, dim=1)
-    assert fp32.shape == (12, 2048) and cosine.mean() >= 0.99, cosine
+    with torch.inference_mode():
+        reference = model(((batch.float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+                           / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)))
+    for precision, compiled in (("fp32", False), ("bf16", False), ("bf16", True)):
+        fast = prepare_for_inference(copy.deepcopy(model), precision, compiled)
+        features = embed(fast, batch, precision)
+        cosine = torch.nn.functional.cosine_similarity(reference, features, dim=1)
+        assert features.shape == (12, 2048) and cosine.mean() >= 0.99, (precision, compiled, cosine)
