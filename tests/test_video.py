@@ -75,3 +75,18 @@ def test_truncated_file_decodes_what_is_there(real_clips, tmp_path):
     path.write_bytes(whole[: len(whole) // 2])
     frames = read_frames(path, 16)
     assert frames.shape == (16, 240, 320, 3) and frames.std() > 5
+
+
+def test_pyav_takes_over_when_decord_fails_or_decodes_short(tmp_path, monkeypatch):
+    """A container that reports more frames than decord can decode: PyAV counts what decodes."""
+    import actionrec.video as video
+
+    path = tiny_video(tmp_path / "v.avi", frames=20)
+    expected = read_frames(path, 4)
+
+    def short_read(path, num_frames):
+        raise VideoError("decord returned 3 of 4 frames")
+
+    monkeypatch.setattr(video, "_read_decord", short_read)
+    frames = video.read_frames(path, 4)
+    assert np.allclose(frames.mean(axis=(1, 2, 3)), expected.mean(axis=(1, 2, 3)), atol=4)
