@@ -23,8 +23,16 @@ TINY = {
 }
 
 
+def tool_env() -> dict:
+    """The venv's dvc and python first; a git identity, which `dvc exp` commits need."""
+    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                for what, value in (("NAME", "test"), ("EMAIL", "test@localhost"))}
+    return dict(os.environ, **identity,
+                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
 def run(args: list[str], cwd: Path) -> str:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env = tool_env()
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
@@ -92,7 +100,7 @@ def test_sigkill_during_features_then_repro_completes(repo):
     import signal
     import time
 
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env = tool_env()
     partial = repo / "data/features-partial"
     shutil.rmtree(partial, ignore_errors=True)
     proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "features"], cwd=repo, env=env,
