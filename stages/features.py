@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +48,11 @@ def extract_all(model, paths: list[str], cfg: dict, partial: Path) -> tuple[np.n
             todo.extend(range(start, min(start + CHUNK, len(paths))))
     if len(todo) < len(paths):
         print(f"resuming: {len(paths) - len(todo)} videos already done in {partial}")
-    left = {start: sum(1 for i in todo if i // CHUNK == start) for start in {i // CHUNK for i in todo}}
+    left = Counter(i // CHUNK for i in todo)  # videos still to come, per chunk
     speed = Throughput()
     bar = tqdm(total=len(todo), desc="features", unit="video")
-    for position, (features, error) in _indexed(iter_features(model, [paths[i] for i in todo], cfg), todo):
+    for local_index, features, error in iter_features(model, [paths[i] for i in todo], cfg):
+        position = todo[local_index]
         if features is not None:
             feats[position] = features.astype(np.float16)
         errors[position] = error
@@ -66,11 +68,6 @@ def extract_all(model, paths: list[str], cfg: dict, partial: Path) -> tuple[np.n
     bar.close()
     print(f"extracted {len(todo)} videos at {speed.add(0):.1f} frames/s")
     return feats, errors
-
-
-def _indexed(results, todo):
-    for local_index, features, error in results:
-        yield todo[local_index], (features, error)
 
 
 def main() -> None:
