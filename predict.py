@@ -21,7 +21,7 @@ def predict(video: str, model_path: str, top_k: int) -> dict:
     import torch
 
     from actionrec.backbone import embed, inference_backbone, resize_crop
-    from actionrec.model import load_checkpoint, standardize
+    from actionrec.model import load_checkpoint, lstm_inputs
     from actionrec.video import VideoError, read_frames
 
     if not Path(model_path).is_file():
@@ -38,10 +38,8 @@ def predict(video: str, model_path: str, top_k: int) -> dict:
     except RuntimeError as error:
         fail(str(error))
     features = embed(backbone, resize_crop(frames, meta["resize"], meta["crop"]), meta["precision"])
-    x = standardize(features.numpy()[None], meta["feature_mean"].numpy(), meta["feature_std"].numpy(),
-                    meta["temporal_centering"])
     with torch.no_grad():
-        probs = torch.softmax(model(x)[0], dim=0)
+        probs = torch.softmax(model(lstm_inputs(features.numpy()[None], meta))[0], dim=0)
     top = torch.topk(probs, min(top_k, len(probs)))
     ranked = [{"label": meta["class_names"][i], "confidence": round(float(p), 6)}
               for p, i in zip(top.values.tolist(), top.indices.tolist())]

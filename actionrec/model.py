@@ -39,6 +39,13 @@ def standardize(features: np.ndarray, mean: np.ndarray, std: np.ndarray,
     return torch.from_numpy(z)
 
 
+def lstm_inputs(features: np.ndarray, meta: dict) -> torch.Tensor:
+    """Backbone features [N, T, D] -> the LSTM's input, prepared exactly as train did it
+    (train statistics and centring from the model file's meta)."""
+    return standardize(features, meta["feature_mean"].numpy(), meta["feature_std"].numpy(),
+                       meta["temporal_centering"])
+
+
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and std over all train frames (std floored: dead units stay 0)."""
     flat = features.reshape(-1, features.shape[-1]).astype(np.float64)

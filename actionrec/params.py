@@ -48,6 +48,11 @@ def _number(cfg: dict, section: str, key: str, kind: type, low: float | None = N
     cfg[key] = value
 
 
+def _flag(cfg: dict, section: str, key: str) -> None:
+    if not isinstance(cfg.get(key), bool):
+        raise ParamsError(f"params.yaml: {section}.{key} must be true or false")
+
+
 def _choice(cfg: dict, section: str, key: str, allowed: tuple) -> None:
     if cfg.get(key) not in allowed:
         raise ParamsError(f"params.yaml: {section}.{key} must be one of {', '.join(map(str, allowed))}, "
@@ -109,8 +114,7 @@ def _check_features(cfg: dict) -> None:
         raise ParamsError(f"params.yaml: features.weights {weights!r} is neither none, IMAGENET1K_V1, "
                           "IMAGENET1K_V2 nor an existing state-dict file")
     _choice(cfg, "features", "precision", PRECISIONS)
-    if not isinstance(cfg.get("compile"), bool):
-        raise ParamsError("params.yaml: features.compile must be true or false")
+    _flag(cfg, "features", "compile")
     _number(cfg, "features", "resize", int, 16)
     _number(cfg, "features", "crop", int, 16, cfg["resize"])
     _number(cfg, "features", "batch_frames", int, 1)
@@ -124,9 +128,8 @@ def _check_train(cfg: dict) -> None:
     _number(cfg, "train", "hidden_size", int, 1)
     _number(cfg, "train", "num_layers", int, 1, 16)
     _number(cfg, "train", "dropout", float, 0.0, 0.99)
-    for key in ("bidirectional", "temporal_centering"):
-        if not isinstance(cfg.get(key), bool):
-            raise ParamsError(f"params.yaml: train.{key} must be true or false")
+    _flag(cfg, "train", "bidirectional")
+    _flag(cfg, "train", "temporal_centering")
     _number(cfg, "train", "lr", float, 1e-8, 10.0)
     _number(cfg, "train", "weight_decay", float, 0.0)
     _number(cfg, "train", "batch_size", int, 1)

@@ -2,7 +2,7 @@
 
 One video at a time: decord get_batch of 16 linspace indices, PIL Resize(256) /
 CenterCrop(224) / ToTensor / Normalize frame by frame, ResNet50 fp32 NCHW, np.save per
-video. Usage: python bench/seed_extract.py VIDEO_LIST OUT_DIR [LIMIT]"""
+video. Usage: python bench/seed_extract.py VIDEO_LIST OUT_DIR"""
 import sys
 import time
 from pathlib import Path

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actionrec.model import load_checkpoint, standardize  # noqa: E402
+from actionrec.model import load_checkpoint, lstm_inputs, standardize  # noqa: E402
 from actionrec.params import load_params, run_stage  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def main() -> None:
         data[split] = (np.load(f"data/features/{split}.npy"), rows["label"].to_numpy())
     (train_feats, y_train), (test_feats, y_test) = data["train"], data["test"]
     with torch.no_grad():
-        lstm_pred = model(standardize(test_feats, mean, std, meta["temporal_centering"])).argmax(1).numpy()
+        lstm_pred = model(lstm_inputs(test_feats, meta)).argmax(1).numpy()
     # the baseline sees the plain (uncentred) features: their clip mean is all it uses
     x_train, x_test = standardize(train_feats, mean, std), standardize(test_feats, mean, std)
     baseline_pred = order_blind_baseline(x_train, y_train, x_test, cfg["baseline_c"])
