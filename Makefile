@@ -9,14 +9,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# requirements.txt pins every package; actionrec itself is installed editable (pyproject.toml)
+$(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
-	@# unar extracts UCF101.rar (Debian package; no PyPI wheel writes or reads RAR alone)
-	@command -v unar >/dev/null || { apt-get install -y -q unar >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null && apt-get install -y -q unar >/dev/null; }; } || \
-	  echo "note: install unar (apt-get install unar) to extract UCF101.rar"
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 repro: venv
@@ -28,8 +26,12 @@ test: venv
 bench: venv
 	python bench/extract.py --whole
 
-# Real UCF-101 (6.5 GB): download (resumable), check, extract to data/UCF-101, version with DVC
+# Real UCF-101 (6.5 GB): download (resumable), check, extract to data/UCF-101, version with DVC.
+# Only this target needs unar (to extract the RAR): installed best-effort, never by `make venv`.
 ucf101: venv
+	@command -v unar >/dev/null || { apt-get install -y -q unar >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q unar >/dev/null 2>&1; }; } || \
+	  echo "note: install unar to extract UCF101.rar (Debian/Ubuntu: apt-get install unar; macOS: brew install unar)"
 	python -m actionrec.download --dest data
 	dvc add data/UCF-101
 

@@ -9,8 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)

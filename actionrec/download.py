@@ -20,8 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actionrec.params import UserError, run_stage  # noqa: E402
+from actionrec.params import UserError, run_stage
 
 BASE_URL = "https://www.crcv.ucf.edu/data/UCF101"
 ARCHIVES = ("UCF101.rar", "UCF101TrainTestSplits-RecognitionTask.zip")

@@ -17,10 +17,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actionrec.backbone import embed, inference_backbone  # noqa: E402
-from actionrec.extract import iter_features  # noqa: E402
-from actionrec.params import load_params  # noqa: E402
+from actionrec.backbone import embed, inference_backbone
+from actionrec.extract import iter_features
+from actionrec.params import load_params
 
 
 def bench_videos(root: Path, count: int) -> list[str]:

@@ -1,7 +1,6 @@
 """Stage evaluate: LSTM vs an order-blind baseline on the test split -> metrics/evaluate.json,
 plots/confusion_test.csv (DVC confusion template), plots/per_class_test.csv."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actionrec.model import load_checkpoint, lstm_inputs, standardize  # noqa: E402
-from actionrec.params import load_params, run_stage  # noqa: E402
+from actionrec.model import load_checkpoint, lstm_inputs, standardize
+from actionrec.params import load_params, run_stage
 
 
 def order_blind_baseline(x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor, c: float) -> np.ndarray:

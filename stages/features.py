@@ -7,7 +7,6 @@ by renaming a finished folder, so DVC never sees a partial result."""
 import hashlib
 import json
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,11 +15,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actionrec.backbone import feature_dim, inference_backbone  # noqa: E402
-from actionrec.extract import Throughput, atomic_save_npy, iter_features  # noqa: E402
-from actionrec.params import UserError, load_params, run_stage  # noqa: E402
-from actionrec.splits import SPLITS  # noqa: E402
+from actionrec.backbone import feature_dim, inference_backbone
+from actionrec.extract import Throughput, atomic_save_npy, iter_features
+from actionrec.params import UserError, load_params, run_stage
+from actionrec.splits import SPLITS
 
 OUT, PARTIAL, CHUNK = Path("data/features"), Path("data/features-partial"), 64
 RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "compile", "resize", "crop", "seed")

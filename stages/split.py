@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actionrec.params import UserError, load_params, run_stage  # noqa: E402
-from actionrec.splits import SPLITS, group_split, official_split, random_split, shared_groups  # noqa: E402
-from actionrec.ucf101 import read_split_list  # noqa: E402
+from actionrec.params import UserError, load_params, run_stage
+from actionrec.splits import SPLITS, group_split, official_split, random_split, shared_groups
+from actionrec.ucf101 import read_split_list
 
 
 def main() -> None:

@@ -3,10 +3,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actionrec.params import UserError, load_params, run_stage  # noqa: E402
-from actionrec.splits import choose_subset  # noqa: E402
-from actionrec.ucf101 import scan_dataset  # noqa: E402
+from actionrec.params import UserError, load_params, run_stage
+from actionrec.splits import choose_subset
+from actionrec.ucf101 import scan_dataset
 
 
 def main() -> None:

@@ -1,16 +1,14 @@
 """Stage synthesize: render the embedded demo dataset (UCF-101 layout) from a seed."""
 import os
 import shutil
-import sys
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actionrec.params import load_params, run_stage  # noqa: E402
-from actionrec.synthetic import clip_plan, render_and_write  # noqa: E402
+from actionrec.params import load_params, run_stage
+from actionrec.synthetic import clip_plan, render_and_write
 
 OUT = Path("data/synthetic/UCF-101")
 

@@ -1,7 +1,6 @@
 """Stage train: LSTM over the frame features -> models/lstm.pt, dvclive per-epoch logs."""
 import copy
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,8 @@ import torch
 from dvclive import Live
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actionrec.model import LSTMClassifier, feature_stats, standardize  # noqa: E402
-from actionrec.params import load_params, run_stage  # noqa: E402
+from actionrec.model import LSTMClassifier, feature_stats, standardize
+from actionrec.params import load_params, run_stage
 
 
 def load_split(name: str):

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny generated videos and the real sample clips from ../shared/videos."""
+"""Shared fixtures: tiny generated videos and the real sample clips in tests/data/."""
 from __future__ import annotations
 
 import shutil
@@ -10,7 +10,7 @@ import pytest
 from actionrec.synthetic import write_avi
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_VIDEOS = ROOT.parent / "shared" / "videos"
+SAMPLE_VIDEOS = ROOT / "tests" / "data"  # real clips recorded outside this project (README there)
 REAL_CLIPS = ("v_ApplyEyeMakeup_g01_c01.avi", "kinetics_arm_wrestling.mp4", "short_32_frames.mp4")
 
 
@@ -26,11 +26,9 @@ def tiny_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: 
 
 @pytest.fixture
 def real_clips(tmp_path: Path) -> dict[str, Path]:
-    """The three real clips, copied into the test's own folder (the originals are read-only)."""
-    if not SHARED_VIDEOS.is_dir():
-        pytest.fail(f"{SHARED_VIDEOS} is missing: the tests need the shared sample clips")
+    """The three real clips, copied into the test's own folder so that tests may alter them."""
     out = {}
     for name in REAL_CLIPS:
         out[name] = tmp_path / name
-        shutil.copy(SHARED_VIDEOS / name, out[name])
+        shutil.copy(SAMPLE_VIDEOS / name, out[name])
     return out

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tests.conftest import ROOT, SHARED_VIDEOS, tiny_video
+from tests.conftest import ROOT, SAMPLE_VIDEOS, tiny_video
 
 TINY_FEATURES = {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 8, "num_workers": 1}
 
@@ -24,7 +24,7 @@ def make_dataset(tmp_path: Path) -> Path:
         "Odd/v_Odd_g01_c01.avi": lambda p: tiny_video(p, frames=2),                   # 2 frames
         "Odd/v_Odd_g02_c01.avi": lambda p: tiny_video(p, frames=3, width=1920, height=1080),
         "Odd/v_Odd_g03_c01.avi": lambda p: p.write_bytes(                            # truncated
-            (SHARED_VIDEOS / "v_ApplyEyeMakeup_g01_c01.avi").read_bytes()[:150_000]),
+            (SAMPLE_VIDEOS / "v_ApplyEyeMakeup_g01_c01.avi").read_bytes()[:150_000]),
         "Bad/v_Bad_g01_c01.avi": lambda p: p.write_bytes(b""),                        # zero bytes
         "Bad/v_Bad_g02_c01.avi": lambda p: p.write_text("not a video\n" * 500),      # text
     }
