@@ -15,29 +15,51 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def predict(video: str, model_path: str, top_k: int) -> dict:
+def check_weights(meta: dict) -> None:
+    """The backbone weights must be the very file the features were made with."""
+    from actionrec.backbone import sha256_of, weights_file
+
+    path = weights_file(meta["weights"], meta["backbone"])
+    if path is None or not meta.get("weights_sha256"):
+        return
+    if not path.is_file():
+        fail(f"the backbone weights {meta['weights']} are not at {path}: put the file the model was "
+             "trained with there (see README)")
+    if sha256_of(path) != meta["weights_sha256"]:
+        fail(f"{path} is not the weights file the model was trained with (SHA-256 differs): restore "
+             "that file, or re-run 'dvc repro' to retrain on the new one")
+
+
+def predict(video: str, model_path: str, top_k: int, device_name: str = "auto") -> dict:
     import torch
 
     from actionrec.backbone import embed, inference_backbone, resize_crop
+    from actionrec.device import resolve_device
     from actionrec.model import load_checkpoint, lstm_inputs
+    from actionrec.params import ParamsError
     from actionrec.video import VideoError, read_frames
 
     if not Path(model_path).is_file():
         fail(f"no trained model at {model_path}: run 'make repro' (or 'dvc repro') first")
     if not Path(video).is_file():
         fail(f"no such video: {video}")
-    model, meta = load_checkpoint(model_path)
     try:
-        frames = read_frames(video, meta["num_frames"])
+        device = resolve_device(device_name, key="--device")
+    except ParamsError as error:
+        fail(str(error))
+    model, meta = load_checkpoint(model_path, device)
+    check_weights(meta)
+    try:
+        frames = read_frames(video, meta["num_frames"], meta.get("decoder", "auto"))
     except VideoError as error:
         fail(f"cannot read {video} as a video ({error})")
-    try:
-        backbone = inference_backbone({**meta, "compile": False})  # compiling pays over many videos
+    try:  # compiling pays over many videos, not one
+        backbone = inference_backbone({**meta, "compile": False}, device)
     except RuntimeError as error:
         fail(str(error))
     features = embed(backbone, resize_crop(frames, meta["resize"], meta["crop"]), meta["precision"])
     with torch.no_grad():
-        probs = torch.softmax(model(lstm_inputs(features.numpy()[None], meta))[0], dim=0)
+        probs = torch.softmax(model(lstm_inputs(features.numpy()[None], meta).to(device))[0], dim=0).cpu()
     top = torch.topk(probs, min(top_k, len(probs)))
     ranked = [{"label": meta["class_names"][i], "confidence": round(float(p), 6)}
               for p, i in zip(top.values.tolist(), top.indices.tolist())]
@@ -51,10 +73,11 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--model", default="models/lstm.pt")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     args = parser.parse_args()
     if args.top_k < 1:
         fail("--top-k must be at least 1")
-    result = predict(args.video, args.model, args.top_k)
+    result = predict(args.video, args.model, args.top_k, args.device)
     if args.json:
         print(json.dumps(result))
         return

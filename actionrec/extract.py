@@ -18,15 +18,16 @@ from actionrec.video import VideoError, read_frames
 class ClipDataset(Dataset):
     """Item i: (i, uint8 [T, 3, crop, crop] frames or None, error message or "")."""
 
-    def __init__(self, paths: list[str], num_frames: int, resize: int, crop: int):
+    def __init__(self, paths: list[str], num_frames: int, resize: int, crop: int, decoder: str = "auto"):
         self.paths, self.num_frames, self.resize, self.crop = paths, num_frames, resize, crop
+        self.decoder = decoder
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            frames = read_frames(self.paths[i], self.num_frames)
+            frames = read_frames(self.paths[i], self.num_frames, self.decoder)
             return i, resize_crop(frames, self.resize, self.crop), ""
         except VideoError as error:
             return i, None, str(error)
@@ -42,13 +43,17 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
                   ) -> Iterator[tuple[int, np.ndarray | None, str]]:
     """Yield (index into paths, float32 [T, D] features or None, error) in completion order.
 
-    The backbone always sees batches of exactly cfg["batch_frames"] frames: frames of several
-    videos share a batch, a video's frames may span two, and only the very last batch is
-    padded. A fixed shape keeps a compiled model from recompiling."""
-    dataset = ClipDataset(paths, cfg["num_frames"], cfg["resize"], cfg["crop"])
+    cfg holds resolved values (actionrec.device): num_workers and batch_frames as integers,
+    the precision used. The backbone always sees batches of exactly cfg["batch_frames"]
+    frames: frames of several videos share a batch, a video's frames may span two, and only
+    the very last batch is padded. A fixed shape keeps a compiled model from recompiling.
+    On CUDA, decoded frames arrive in pinned memory and are copied to the GPU as uint8 while
+    the next video decodes; batches are assembled there."""
+    device = model.inference_device
+    dataset = ClipDataset(paths, cfg["num_frames"], cfg["resize"], cfg["crop"], cfg.get("decoder", "auto"))
     workers, batch_frames = cfg["num_workers"], cfg["batch_frames"]
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                        prefetch_factor=8 if workers else None,
+                        prefetch_factor=8 if workers else None, pin_memory=device.type == "cuda",
                         worker_init_fn=_single_threaded_worker if workers else None)
     waiting: deque[tuple[int, int]] = deque()  # (video index, frames) not yet handed out
     inputs: list[torch.Tensor] = []            # uint8 frames not yet through the backbone
@@ -80,7 +85,7 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
             yield index, None, error
             continue
         waiting.append((index, len(frames)))
-        inputs.append(frames)
+        inputs.append(frames.to(device, non_blocking=True))
         pending_inputs += len(frames)
         while pending_inputs >= batch_frames:
             run_batch(final=False)

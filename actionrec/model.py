@@ -59,9 +59,10 @@ def build_model(meta: dict) -> LSTMClassifier:
                           meta["num_layers"], meta["dropout"], meta["bidirectional"])
 
 
-def load_checkpoint(path: str) -> tuple[LSTMClassifier, dict]:
-    """(model in eval mode, meta) from models/lstm.pt, loaded with weights_only=True."""
+def load_checkpoint(path: str, device: torch.device = torch.device("cpu")) -> tuple[LSTMClassifier, dict]:
+    """(model in eval mode on device, meta) from models/lstm.pt, loaded with weights_only=True
+    onto the CPU first, so a file written on a GPU machine loads anywhere."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(checkpoint["meta"])
     model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint["meta"]
+    return model.eval().to(device), checkpoint["meta"]

@@ -6,7 +6,11 @@ from typing import Any
 
 import yaml
 
-from actionrec.backbone import BACKBONES, PRECISIONS
+# No torch here: subset and split load params without it. Checks that need torchvision
+# (backbone and weights names) import it inside _check_features only.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DECODERS = ("auto", "decord", "pyav")
+WEIGHTS_DIR = Path("weights")  # a DVC dependency of features: weight files given by path live here
 
 
 class UserError(Exception):
@@ -48,9 +52,19 @@ def _number(cfg: dict, section: str, key: str, kind: type, low: float | None = N
     cfg[key] = value
 
 
-def _flag(cfg: dict, section: str, key: str) -> None:
-    if not isinstance(cfg.get(key), bool):
-        raise ParamsError(f"params.yaml: {section}.{key} must be true or false")
+def _flag(cfg: dict, section: str, key: str, auto: bool = False) -> None:
+    if not (isinstance(cfg.get(key), bool) or (auto and cfg.get(key) == "auto")):
+        raise ParamsError(f"params.yaml: {section}.{key} must be {'auto, ' if auto else ''}true or false, "
+                          f"got {cfg.get(key)!r}")
+
+
+def _count_or_auto(cfg: dict, section: str, key: str, low: int, high: int) -> None:
+    if cfg.get(key) != "auto":
+        try:
+            _number(cfg, section, key, int, low, high)
+        except ParamsError:
+            raise ParamsError(f"params.yaml: {section}.{key} must be auto or an integer between "
+                              f"{low} and {high}, got {cfg.get(key)!r}") from None
 
 
 def _choice(cfg: dict, section: str, key: str, allowed: tuple) -> None:
@@ -103,22 +117,52 @@ def _check_split(cfg: dict) -> None:
     _number(cfg, "split", "seed", int)
 
 
-def _check_features(cfg: dict) -> None:
-    _number(cfg, "features", "num_frames", int, 1, 512)
-    _choice(cfg, "features", "backbone", BACKBONES)
-    weights = cfg.get("weights")
+def _check_weights(cfg: dict) -> None:
+    """none, a torchvision weights name of the chosen backbone, or a file under weights/."""
+    from actionrec.backbone import weight_names
+
+    weights, names = cfg.get("weights"), weight_names(cfg["backbone"])
+    allowed = f"none, {', '.join(names)} or a file under {WEIGHTS_DIR}/" if names else \
+        f"none or a file under {WEIGHTS_DIR}/"
     if not isinstance(weights, str) or not weights:
-        raise ParamsError("params.yaml: features.weights must be none, IMAGENET1K_V1, "
-                          "IMAGENET1K_V2 or a path to a state-dict file")
-    if weights not in ("none", "IMAGENET1K_V1", "IMAGENET1K_V2") and not Path(weights).is_file():
-        raise ParamsError(f"params.yaml: features.weights {weights!r} is neither none, IMAGENET1K_V1, "
-                          "IMAGENET1K_V2 nor an existing state-dict file")
+        raise ParamsError(f"params.yaml: features.weights must be {allowed}")
+    if weights == "none" or weights in names:
+        return
+    path = Path(weights)
+    if path.suffix not in (".pt", ".pth", ".bin", ".safetensors") and "/" not in weights:
+        raise ParamsError(f"params.yaml: features.weights {weights!r} is not a weights name of "
+                          f"{cfg['backbone']}: use {allowed}")
+    if not path.is_file():
+        raise ParamsError(f"params.yaml: features.weights file {weights} not found: use {allowed}")
+    if WEIGHTS_DIR.resolve() not in path.resolve().parents:
+        raise ParamsError(f"params.yaml: features.weights {weights} must lie under {WEIGHTS_DIR}/ "
+                          "(a DVC dependency of features, so a replaced file re-extracts): move it there")
+
+
+def _check_device(cfg: dict) -> None:
+    device = cfg.get("device")
+    if not (device in ("auto", "cpu", "cuda") or
+            (isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit())):
+        raise ParamsError(f"params.yaml: features.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def _check_features(cfg: dict) -> None:
+    from actionrec.backbone import backbone_names
+
+    _number(cfg, "features", "num_frames", int, 1, 512)
+    if cfg.get("backbone") not in backbone_names():
+        raise ParamsError(f"params.yaml: features.backbone must be a torchvision image classification "
+                          f"model (e.g. resnet50, efficientnet_b0, convnext_tiny), got {cfg.get('backbone')!r}")
+    _check_weights(cfg)
+    _flag(cfg, "features", "allow_random_weights")
+    _check_device(cfg)
     _choice(cfg, "features", "precision", PRECISIONS)
-    _flag(cfg, "features", "compile")
+    _flag(cfg, "features", "compile", auto=True)
+    _choice(cfg, "features", "decoder", DECODERS)
     _number(cfg, "features", "resize", int, 16)
     _number(cfg, "features", "crop", int, 16, cfg["resize"])
-    _number(cfg, "features", "batch_frames", int, 1)
-    _number(cfg, "features", "num_workers", int, 0, 64)
+    _count_or_auto(cfg, "features", "batch_frames", 1, 65536)
+    _count_or_auto(cfg, "features", "num_workers", 0, 256)
     _number(cfg, "features", "threads", int, 0, 1024)
     _number(cfg, "features", "max_failed_fraction", float, 0.0, 1.0)
     _number(cfg, "features", "seed", int)
@@ -129,7 +173,7 @@ def _check_train(cfg: dict) -> None:
     _number(cfg, "train", "num_layers", int, 1, 16)
     _number(cfg, "train", "dropout", float, 0.0, 0.99)
     _flag(cfg, "train", "bidirectional")
-    _flag(cfg, "train", "temporal_centering")
+    _flag(cfg, "train", "temporal_centering", auto=True)
     _number(cfg, "train", "lr", float, 1e-8, 10.0)
     _number(cfg, "train", "weight_decay", float, 0.0)
     _number(cfg, "train", "batch_size", int, 1)
@@ -164,4 +208,15 @@ def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, d
         cfg = dict(params[section])
         CHECKS[section](cfg)
         out[section] = cfg
+    if "data" in out and "features" in out:
+        check_backbone_fits_data(out["data"], out["features"])
     return out
+
+
+def check_backbone_fits_data(data: dict, features: dict) -> None:
+    """Random backbone weights suit only the synthetic demo: on real videos they would make
+    near-identical features and a model that learns nothing, silently."""
+    if data["source"] != "synthetic" and features["weights"] == "none" and not features["allow_random_weights"]:
+        raise ParamsError(f"params.yaml: data.source is {data['source']} but features.weights is none "
+                          "(a random backbone): set features.weights: IMAGENET1K_V2 (or DEFAULT, or a file "
+                          "under weights/), or features.allow_random_weights: true to do it on purpose")

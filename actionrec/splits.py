@@ -6,12 +6,20 @@ recognition of that scene, not of the action: whole groups go to one split.
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pandas as pd
 
 from actionrec.params import UserError
 
 SPLITS = ("train", "val", "test")
+
+
+def class_rng(seed: int, class_name: str) -> np.random.Generator:
+    """Each class draws from its own generator, seeded by the seed and the class name, so
+    adding or removing a class leaves every other class's subset and split unchanged."""
+    return np.random.default_rng([seed, zlib.crc32(class_name.encode())])
 
 
 def choose_subset(clips: pd.DataFrame, classes: list[str], num_classes: int,
@@ -31,9 +39,9 @@ def choose_subset(clips: pd.DataFrame, classes: list[str], num_classes: int,
             raise UserError(f"subset.num_classes is {num_classes} but data.root holds "
                             f"{len(available)} classes: lower it or point data.root elsewhere")
         chosen = available[:num_classes]
-    rng = np.random.default_rng(seed)
     kept = []
     for label, class_name in enumerate(chosen):
+        rng = class_rng(seed, class_name)
         rows = clips[clips["class_name"] == class_name].sort_values(["group", "clip"])
         queues = [list(g.index[rng.permutation(len(g))]) for _, g in rows.groupby("group")]
         picked = []
@@ -72,9 +80,9 @@ def _assign_groups(sizes: dict[int, int], fractions: dict[str, float],
 
 def group_split(subset: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.Series:
     """Split name per row: whole groups per class, stratified by class."""
-    rng = np.random.default_rng(seed)
     result = pd.Series("", index=subset.index)
     for class_name, rows in subset.groupby("class_name", sort=True):
+        rng = class_rng(seed, class_name)
         sizes = rows.groupby("group").size().to_dict()
         if len(sizes) < len(fractions):
             raise UserError(f"class {class_name} has {len(sizes)} groups; a group split needs "
@@ -99,9 +107,9 @@ def official_split(subset: pd.DataFrame, test_list: list[str], fractions: dict[s
 
 def random_split(subset: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.Series:
     """The leaky split of the reference notebook: clips shuffled per class, groups ignored."""
-    rng = np.random.default_rng(seed)
     result = pd.Series("", index=subset.index)
-    for _, rows in subset.groupby("class_name", sort=True):
+    for class_name, rows in subset.groupby("class_name", sort=True):
+        rng = class_rng(seed, class_name)
         index = list(rows.index[rng.permutation(len(rows))])
         n_test = max(1, round(fractions["test"] * len(index)))
         n_val = max(1, round(fractions["val"] * len(index)))

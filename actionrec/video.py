@@ -1,7 +1,10 @@
 """Open a video, choose which frames to sample, decode them to uint8 RGB arrays.
 
-decord is tried first (fast seeking); PyAV is the fallback for files decord refuses or
-decodes short (containers that report more frames than they hold, odd codecs).
+features.decoder: auto tries decord first (fast seeking) where it is installed (its wheels
+exist only for x86_64 Linux and Windows) and falls back to PyAV for files decord refuses or
+decodes short; decord or pyav use that one alone. Before decoding, PyAV checks that the file
+is a video at all: FFmpeg happily reads a text file as "ANSI art" video and a JPEG as a
+one-frame video, and a model would then classify them with confidence.
 """
 from __future__ import annotations
 
@@ -41,7 +44,39 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
-def _read_decord(path: str, num_frames: int) -> np.ndarray:
+NOT_VIDEO_FORMATS = {"tty": "a text file", "image2": "a still image", "image2pipe": "a still image"}
+NOT_VIDEO_CODECS = {"ansi", "bintext", "xbin", "idf", "text", "subrip", "ass"}
+
+
+def check_is_video(path: str) -> None:
+    """VideoError unless FFmpeg sees a real video: a container that is not a still image or
+    text, with a video stream whose codec is a picture codec."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            kind = container.format.name
+            streams = list(container.streams.video)
+    except av.error.FFmpegError as error:
+        raise VideoError(f"not a video FFmpeg can open ({_first_line(error)})") from None
+    if kind in NOT_VIDEO_FORMATS or kind.endswith("_pipe"):
+        raise VideoError(f"not a video: FFmpeg reads it as {NOT_VIDEO_FORMATS.get(kind, 'a still image')} "
+                         f"({kind})")
+    if not streams:
+        raise VideoError(f"not a video: the file has no video stream ({kind}; audio only?)")
+    if streams[0].codec_context.name in NOT_VIDEO_CODECS:
+        raise VideoError(f"not a video: its 'video' stream is {streams[0].codec_context.name} text")
+
+
+def decord_available() -> bool:
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _read_decord(path: str, num_frames: int) -> tuple[np.ndarray, list[int]]:
     import decord
 
     with _native_stderr_silenced():
@@ -50,10 +85,10 @@ def _read_decord(path: str, num_frames: int) -> np.ndarray:
         frames = reader.get_batch(indices).asnumpy()
     if frames.shape[0] != num_frames:
         raise VideoError(f"decord returned {frames.shape[0]} of {num_frames} frames")
-    return frames
+    return frames, indices
 
 
-def _read_pyav(path: str, num_frames: int) -> np.ndarray:
+def _read_pyav(path: str, num_frames: int) -> tuple[np.ndarray, list[int]]:
     import av
 
     def decoded_frames(container):
@@ -77,24 +112,41 @@ def _read_pyav(path: str, num_frames: int) -> np.ndarray:
                 picked[i] = frame.to_ndarray(format="rgb24")
             if i >= wanted[-1]:
                 break
-    return np.stack([picked[i] for i in wanted])
+    return np.stack([picked[i] for i in wanted]), wanted
 
 
-def read_frames(path: str | os.PathLike, num_frames: int) -> np.ndarray:
-    """num_frames sampled frames of a video as uint8 [T, H, W, 3]; VideoError if unreadable."""
+def sample_frames(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
+                  ) -> tuple[np.ndarray, list[int]]:
+    """num_frames sampled frames of a video as uint8 [T, H, W, 3] and their indices;
+    VideoError if the file is not a video or no decoder could read it."""
     path = str(path)
     if not Path(path).is_file():
         raise VideoError(f"no such file: {path}")
     if os.path.getsize(path) == 0:
         raise VideoError("the file is empty (0 bytes)")
+    check_is_video(path)
+    if decoder == "pyav" or (decoder == "auto" and not decord_available()):
+        try:
+            return _read_pyav(path, num_frames)
+        except VideoError:
+            raise
+        except Exception as error:
+            raise VideoError(f"PyAV: {_first_line(error)}") from None
     try:
         return _read_decord(path, num_frames)
     except Exception as decord_error:  # decord raises its own and generic errors
+        if decoder == "decord":
+            raise VideoError(f"decord: {_first_line(decord_error)}") from None
         try:
             return _read_pyav(path, num_frames)
         except Exception as pyav_error:
             raise VideoError(f"decord: {_first_line(decord_error)}; "
                              f"PyAV: {_first_line(pyav_error)}") from None
+
+
+def read_frames(path: str | os.PathLike, num_frames: int, decoder: str = "auto") -> np.ndarray:
+    """num_frames sampled frames of a video as uint8 [T, H, W, 3]; VideoError if unreadable."""
+    return sample_frames(path, num_frames, decoder)[0]
 
 
 def _first_line(error: Exception) -> str:

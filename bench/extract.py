@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 
 from actionrec.backbone import embed, inference_backbone
-from actionrec.extract import iter_features
+from actionrec.device import resolve_runtime
+from actionrec.extract import ClipDataset, iter_features
 from actionrec.params import load_params
 
 
@@ -41,27 +43,39 @@ def seed_style(paths: list[str]) -> float:
         return 16 * len(paths) / (time.perf_counter() - start)
 
 
-def warmed_up_backbone(cfg: dict) -> torch.nn.Module:
+def warmed_up_backbone(cfg: dict, device: torch.device) -> torch.nn.Module:
     """The stage's backbone after one batch: compiling and kernel choice are start-up, timed
     with the whole stage (--whole), not here."""
-    model = inference_backbone(cfg)
+    model = inference_backbone(cfg, device, cfg["batch_frames"])
     embed(model, torch.zeros((cfg["batch_frames"], 3, cfg["crop"], cfg["crop"]), dtype=torch.uint8),
           cfg["precision"])
     return model
 
 
-def project_path(paths: list[str], cfg: dict) -> float:
+def decode_only(paths: list[str], cfg: dict) -> float:
+    """frames/s of the decode workers alone (decode, sample, resize, crop): the input ceiling."""
+    dataset = ClipDataset(paths, cfg["num_frames"], cfg["resize"], cfg["crop"], cfg["decoder"])
+    workers = cfg["num_workers"]
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=8 if workers else None)
+    start, frames = time.perf_counter(), 0
+    for _, clip, _ in loader:
+        frames += 0 if clip is None else len(clip)
+    return frames / (time.perf_counter() - start)
+
+
+def project_path(paths: list[str], cfg: dict, device: torch.device) -> float:
     """frames/s of the features stage's code path: decode workers, batching, backbone."""
-    model = warmed_up_backbone(cfg)
+    model = warmed_up_backbone(cfg, device)
     start, frames = time.perf_counter(), 0
     for _, features, _ in iter_features(model, paths, cfg):
         frames += 0 if features is None else len(features)
     return frames / (time.perf_counter() - start)
 
 
-def backbone_only(cfg: dict, batches: int = 8) -> float:
-    model = warmed_up_backbone(cfg)
-    batch = torch.randint(0, 256, (cfg["batch_frames"], 3, cfg["crop"], cfg["crop"]), dtype=torch.uint8)
+def backbone_only(cfg: dict, device: torch.device, batches: int = 8) -> float:
+    model = warmed_up_backbone(cfg, device)
+    batch = torch.randint(0, 256, (cfg["batch_frames"], 3, cfg["crop"], cfg["crop"]), dtype=torch.uint8,
+                          device=device)
     start = time.perf_counter()
     for _ in range(batches):
         embed(model, batch, cfg["precision"])
@@ -81,19 +95,20 @@ def main() -> None:
     parser.add_argument("--whole", action="store_true")
     args = parser.parse_args()
     params = load_params("data", "features")
-    cfg = params["features"]
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
+    cfg, device = resolve_runtime(params["features"])
     paths = bench_videos(Path(params["data"]["root"]), args.videos)
-    print(f"{len(paths)} videos, {cfg['num_frames']} frames each, torch threads {torch.get_num_threads()}, "
-          f"precision {cfg['precision']}, compile {cfg['compile']}, batch {cfg['batch_frames']}, workers {cfg['num_workers']}")
+    print(f"{len(paths)} videos, {cfg['num_frames']} frames each, device {device}, torch threads "
+          f"{torch.get_num_threads()}, precision {cfg['precision']}, compile {cfg['compile']}, "
+          f"batch {cfg['batch_frames']}, workers {cfg['num_workers']}, decoder {cfg['decoder']}")
     seed = seed_style(paths)
-    project = project_path(paths, cfg)
-    ceiling = backbone_only(cfg)
+    project = project_path(paths, cfg, device)
+    ceiling = backbone_only(cfg, device)
+    decode = decode_only(paths, cfg)
     print(f"1. seed-style extractor (whole process)  {seed:8.1f} frames/s")
     print(f"2. project features code path           {project:8.1f} frames/s")
     print(f"3. backbone alone (random input)        {ceiling:8.1f} frames/s")
-    print(f"ratio 2/1 = {project / seed:.2f}   ratio 2/3 = {project / ceiling:.2f}")
+    print(f"5. decode workers alone                 {decode:8.1f} frames/s")
+    print(f"ratio 2/1 = {project / seed:.2f}   ratio 2/3 = {project / ceiling:.2f}   ratio 2/5 = {project / decode:.2f}")
     if args.whole:
         stage = whole_stage(cfg["num_frames"])
         print(f"4. dvc repro -f -s features (whole stage, all videos, start-up included) "

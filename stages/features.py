@@ -1,9 +1,13 @@
-"""Stage features: 16 frames a video through the frozen backbone -> data/features/<split>.npy
-(float16 [N, T, D]) with <split>.csv in the same row order.
+"""Stage features: num_frames frames of every video in data/metadata.csv through the frozen
+backbone -> data/features/features.npy (float16 [N, T, D], memory-mappable), videos.csv (the
+metadata rows of those N videos, in row order) and info.json (what made them).
 
-Finished videos are saved in chunks under data/features-partial/ (not a DVC output, so DVC
-does not delete it): an interrupted run resumes there. The outputs appear only at the end,
-by renaming a finished folder, so DVC never sees a partial result."""
+Features do not depend on the split: train and evaluate join data/splits/*.csv to videos.csv
+by video, so a split change never re-extracts. Finished videos are saved in chunks under
+data/features-partial/<fingerprint>/ (not a DVC output, so DVC leaves it alone): an
+interrupted run resumes there, and the fingerprint changes with anything that changes the
+values (params, code, torch, weights, videos), so stale chunks are never mixed in. The
+outputs appear only at the end, by renaming a finished folder."""
 import hashlib
 import json
 import shutil
@@ -13,28 +17,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torchvision
 from tqdm import tqdm
 
-from actionrec.backbone import feature_dim, inference_backbone
+from actionrec.backbone import inference_backbone, sha256_of, weights_file
+from actionrec.device import resolve_runtime
 from actionrec.extract import Throughput, atomic_save_npy, iter_features
-from actionrec.params import UserError, load_params, run_stage
-from actionrec.splits import SPLITS
+from actionrec.params import ParamsError, UserError, load_params, run_stage
+from actionrec.video import decord_available
 
 OUT, PARTIAL, CHUNK = Path("data/features"), Path("data/features-partial"), 64
-RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "compile", "resize", "crop", "seed")
+# the params that change feature values (dvc.yaml lists the same keys); the rest only speed
+RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "resize", "crop", "decoder", "seed")
+CODE = ("stages/features.py", "actionrec/video.py", "actionrec/backbone.py", "actionrec/extract.py",
+        "actionrec/device.py")
 
 
-def fingerprint(cfg: dict, videos: pd.DataFrame, root: Path) -> str:
+def fingerprint(info: dict, videos: pd.DataFrame, root: Path) -> str:
     """Changes when anything that changes the features changes: then old chunks are unusable."""
-    stats = [(v, (root / v).stat().st_size if (root / v).exists() else -1) for v in videos["video"]]
-    blob = json.dumps([{k: cfg[k] for k in RESULT_KEYS}, stats]).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    def stat(path: Path) -> tuple[int, int]:
+        return (path.stat().st_size, path.stat().st_mtime_ns) if path.exists() else (-1, -1)
+
+    code = {name: sha256_of(Path(name)) for name in CODE if Path(name).exists()}
+    blob = json.dumps([info, code, [(v, stat(root / v)) for v in videos["video"]]], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def extract_all(model, paths: list[str], cfg: dict, partial: Path) -> tuple[np.ndarray, list[str]]:
     """Features for all paths (float16 [N, T, D]) and an error per path ("" when fine)."""
-    dim = feature_dim(cfg["backbone"])
-    feats = np.zeros((len(paths), cfg["num_frames"], dim), np.float16)
+    feats = np.zeros((len(paths), cfg["num_frames"], model.feature_dim), np.float16)
     errors = [""] * len(paths)
     todo = []
     for start in range(0, len(paths), CHUNK):
@@ -70,14 +81,21 @@ def extract_all(model, paths: list[str], cfg: dict, partial: Path) -> tuple[np.n
 
 def main() -> None:
     params = load_params("data", "features")
-    cfg, root = params["features"], Path(params["data"]["root"])
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
-    splits = {name: pd.read_csv(f"data/splits/{name}.csv") for name in SPLITS}
-    videos = pd.concat(splits.values(), ignore_index=True)
-    partial = PARTIAL / fingerprint(cfg, videos, root)
+    cfg, device = resolve_runtime(params["features"])
+    root = Path(params["data"]["root"])
+    if cfg["decoder"] == "decord" and not decord_available():
+        raise ParamsError("features.decoder is decord but decord is not installed (it has no wheel for "
+                          "this platform): set features.decoder: auto or pyav")
+    videos = pd.read_csv("data/metadata.csv")
+    path = weights_file(cfg["weights"], cfg["backbone"])
+    info = {**{k: cfg[k] for k in RESULT_KEYS}, "device": cfg["device"],
+            "weights_sha256": sha256_of(path) if path and path.is_file() else None,
+            "torch": torch.__version__, "torchvision": torchvision.__version__}
+    partial = PARTIAL / fingerprint({k: v for k, v in info.items() if k != "device"}, videos, root)
     partial.mkdir(parents=True, exist_ok=True)
-    model = inference_backbone(cfg)
+    print(f"features on {device} in {cfg['precision']}, {cfg['num_workers']} decode worker(s), "
+          f"batches of {cfg['batch_frames']} frames")
+    model = inference_backbone(cfg, device, cfg["batch_frames"])
     feats, errors = extract_all(model, [str(root / v) for v in videos["video"]], cfg, partial)
 
     failed = pd.DataFrame({"video": videos["video"], "error": errors})
@@ -89,22 +107,22 @@ def main() -> None:
                         f"features.max_failed_fraction={cfg['max_failed_fraction']}): see "
                         "metrics/failed_videos.csv; fix or remove them, or raise the limit")
 
+    if info["weights_sha256"] is None and cfg["weights"] != "none":  # downloaded just now
+        info["weights_sha256"] = sha256_of(weights_file(cfg["weights"], cfg["backbone"]))
+    ok = np.array([e == "" for e in errors], dtype=bool)
+    info.update(feature_dim=int(feats.shape[2]), videos=int(ok.sum()))
     tmp = OUT.with_name(OUT.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    ok, offset, summary = np.array([e == "" for e in errors]), 0, {}
-    for name, rows in splits.items():
-        keep = ok[offset:offset + len(rows)]
-        atomic_save_npy(tmp / f"{name}.npy", feats[offset:offset + len(rows)][keep])
-        rows[keep].to_csv(tmp / f"{name}.csv", index=False)
-        summary[name] = {"videos": int(keep.sum()), "failed_videos": int((~keep).sum())}
-        offset += len(rows)
+    atomic_save_npy(tmp / "features.npy", feats[ok])
+    videos[ok].to_csv(tmp / "videos.csv", index=False)
+    (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(OUT, ignore_errors=True)
     tmp.replace(OUT)
     shutil.rmtree(partial)
-    summary.update(videos=int(ok.sum()), failed_videos=len(failed), frames=int(ok.sum()) * cfg["num_frames"],
-                   feature_dim=feats.shape[2], num_frames=cfg["num_frames"], backbone=cfg["backbone"],
-                   weights=cfg["weights"], precision=cfg["precision"])
+    summary = {"videos": int(ok.sum()), "failed_videos": len(failed), "frames": int(ok.sum()) * cfg["num_frames"],
+               **{k: info[k] for k in ("feature_dim", "num_frames", "backbone", "weights", "precision",
+                                       "decoder", "device")}}
     Path("metrics/features.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 

@@ -29,7 +29,8 @@ def main() -> None:
         split = random_split(subset, fractions, cfg["seed"])
     out = Path("data/splits")
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"method": cfg["method"], "shared_groups": shared_groups(subset, split)}
+    summary = {"method": cfg["method"], "shared_groups": shared_groups(subset, split),
+               "shared_groups_counts": "(class, group) pairs with clips in more than one split"}
     for name in SPLITS:
         part = subset[split == name]
         part.to_csv(out / f"{name}.csv", index=False)
