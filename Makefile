@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # dvc.yaml's `python` must be the venv's, for dvc and for every stage it runs
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv repro test bench ucf101 clean
+.PHONY: venv repro test bench ucf101 push clean
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ repro: venv
 
 test: venv
 	python -m pytest -q tests
+
+# Share every run with the team: dvc push --run-cache, plus the metrics/plots of runs not in
+# the workspace (README: Share runs with a team)
+push: venv
+	python -m actionrec.share
 
 bench: venv
 	python bench/extract.py --whole

@@ -1,23 +1,35 @@
 """The features stage on a dataset with broken and odd videos, run as users run it."""
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
+from actionrec.extract import iter_features
+from actionrec.synthetic import write_avi
 from tests.conftest import ROOT, SAMPLE_VIDEOS, tiny_video
 
-TINY_FEATURES = {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 8, "num_workers": 1}
+TINY_FEATURES = {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 8, "num_workers": 1,
+                 "compile": False}
+
+
+def write_metadata(tmp_path: Path, videos: list[str]) -> None:
+    rows = pd.DataFrame({"video": videos, "label": 0, "class_name": "x", "group": range(len(videos)), "clip": 1})
+    (tmp_path / "data").mkdir(exist_ok=True)
+    rows.to_csv(tmp_path / "data/metadata.csv", index=False)
 
 
 def make_dataset(tmp_path: Path) -> Path:
-    """data.root with good clips and every kind of bad file, and split CSVs naming them all."""
+    """data.root with good clips and every kind of bad file, and a metadata.csv naming them all."""
     root = tmp_path / "videos"
     good = [tiny_video(root / f"Good/v_Good_g0{g}_c01.avi", frames=12) for g in range(1, 7)]
     odd = {
@@ -31,25 +43,20 @@ def make_dataset(tmp_path: Path) -> Path:
     for rel, make in odd.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         make(root / rel)
-    videos = [str(p.relative_to(root)) for p in good] + list(odd)
-    rows = pd.DataFrame({"video": videos, "label": 0, "class_name": "x", "group": range(len(videos)), "clip": 1})
-    splits = tmp_path / "data" / "splits"
-    splits.mkdir(parents=True)
-    for name, part in (("train", rows.iloc[:7]), ("val", rows.iloc[7:9]), ("test", rows.iloc[9:])):
-        part.to_csv(splits / f"{name}.csv", index=False)
+    write_metadata(tmp_path, [str(p.relative_to(root)) for p in good] + list(odd))
     return root
 
 
-def write_params(tmp_path: Path, root: Path, max_failed_fraction: float) -> None:
+def write_params(tmp_path: Path, root: Path, **features) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["root"] = str(root)
-    params["features"].update(TINY_FEATURES, max_failed_fraction=max_failed_fraction)
+    params["features"].update(TINY_FEATURES, **features)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-def run_stage(tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "stages/features.py")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+def run_stage(tmp_path: Path, env: dict | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
+    return subprocess.run([python, str(ROOT / "stages/features.py")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env or dict(os.environ))
 
 
 def test_broken_videos_are_listed_and_decodable_ones_get_features(tmp_path):
@@ -70,11 +77,104 @@ def test_broken_videos_are_listed_and_decodable_ones_get_features(tmp_path):
     failed = pd.read_csv(tmp_path / "metrics/failed_videos.csv")
     assert list(failed.columns) == ["video", "error"]
     assert sorted(failed["video"]) == ["Bad/v_Bad_g01_c01.avi", "Bad/v_Bad_g02_c01.avi"]
-    kept = pd.concat(pd.read_csv(tmp_path / f"data/features/{s}.csv") for s in ("train", "val", "test"))
+    assert "not a video" in failed.set_index("video").loc["Bad/v_Bad_g02_c01.avi", "error"]
+    kept = pd.read_csv(tmp_path / "data/features/videos.csv")
     assert len(kept) == 9 and not kept["video"].str.startswith("Bad/").any()
-    for split in ("train", "val", "test"):
-        feats = np.load(tmp_path / f"data/features/{split}.npy")
-        assert feats.shape[1:] == (4, 2048) and feats.dtype == np.float16
-        assert len(feats) == len(pd.read_csv(tmp_path / f"data/features/{split}.csv"))
-        assert np.isfinite(feats.astype(np.float32)).all() and (np.abs(feats.astype(np.float32)).sum(axis=(1, 2)) > 0).all()
+    feats = np.load(tmp_path / "data/features/features.npy", mmap_mode="r")
+    assert feats.shape == (9, 4, 2048) and feats.dtype == np.float16
+    assert np.isfinite(feats.astype(np.float32)).all() and (np.abs(feats.astype(np.float32)).sum(axis=(1, 2)) > 0).all()
     assert not list((tmp_path / "data/features-partial").rglob("chunk_*.npz"))  # cleaned up when done
+
+
+def test_the_stage_completes_with_the_compiler_hidden(tmp_path):
+    """compile: auto on a machine with only Python: one warning line, eager, same outputs."""
+    root = tmp_path / "videos"
+    write_metadata(tmp_path, [str(tiny_video(root / f"A/v_A_g0{g}_c01.avi", frames=6).relative_to(root))
+                              for g in range(1, 4)])
+    write_params(tmp_path, root, compile="auto")
+    empty_bin = tmp_path / "bin"  # a PATH with no g++/c++/gcc/cc
+    empty_bin.mkdir()
+    env = dict(os.environ, CXX=str(tmp_path / "no-c++"), CC=str(tmp_path / "no-cc"), PATH=str(empty_bin),
+               TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))  # no kernels compiled earlier
+    result = run_stage(tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: torch.compile")]
+    assert len(warnings) == 1 and "running eager" in warnings[0]
+    assert np.load(tmp_path / "data/features/features.npy").shape == (3, 4, 2048)
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error_naming_the_key(tmp_path):
+    root = tmp_path / "videos"
+    write_metadata(tmp_path, [str(tiny_video(root / "A/v_A_g01_c01.avi", frames=6).relative_to(root))])
+    write_params(tmp_path, root, device="cuda")
+    result = run_stage(tmp_path)
+    if torch.cuda.is_available():  # a machine with a GPU runs it
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("error: features.device is cuda but torch sees no CUDA GPU here: "
+                                     "set features.device: auto or cpu")
+
+
+class PixelLevel(torch.nn.Module):
+    """A stub backbone whose feature is the mean grey level of the frame: it shows which
+    frame of which video each row came from."""
+    feature_dim, inference_device = 1, torch.device("cpu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, 0] * 0.229 * 255 + 0.485 * 255).mean(dim=(1, 2))[:, None]
+
+
+def test_row_i_holds_video_i_when_videos_span_batches_and_some_fail(tmp_path):
+    """batch_frames 6 with 4 frames a video: videos straddle batches; a broken video in the
+    middle must not shift the rows after it."""
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"v{i}.avi"
+        if i == 3:
+            path.write_text("broken\n" * 100)
+        else:  # frame j of video i is grey 30 * i + 8 * j
+            write_avi(path, np.stack([np.full((48, 64, 3), 30 * i + 8 * j, np.uint8) for j in range(4)]), 25)
+        paths.append(str(path))
+    cfg = {"num_frames": 4, "resize": 48, "crop": 32, "num_workers": 1, "batch_frames": 6,
+           "precision": "fp32", "decoder": "auto"}
+    spec = importlib.util.spec_from_file_location("features_stage", ROOT / "stages/features.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    feats, errors = stage.extract_all(PixelLevel(), paths, cfg, partial)
+    assert [bool(e) for e in errors] == [False, False, False, True, False, False, False]
+    for i in (0, 1, 2, 4, 5, 6):
+        assert np.allclose(feats[i, :, 0].astype(np.float32), [30 * i + 8 * j for j in range(4)], atol=3), i
+    streamed = {index: f[:, 0] for index, f, _ in iter_features(PixelLevel(), paths, cfg) if f is not None}
+    assert sorted(streamed) == [0, 1, 2, 4, 5, 6]
+
+
+def test_sigkill_after_a_saved_chunk_then_resume_skips_those_videos(tmp_path):
+    """Kill the stage once its first chunk of 64 videos is on disk: the next run reuses
+    exactly those 64 and extracts only the rest."""
+    root = tmp_path / "videos"
+    source = tiny_video(tmp_path / "source.avi", frames=4, width=32, height=32)
+    videos = []
+    for i in range(140):
+        (root / "A").mkdir(parents=True, exist_ok=True)
+        os.link(source, root / f"A/v_A_g{i:03d}_c01.avi")
+        videos.append(f"A/v_A_g{i:03d}_c01.avi")
+    write_metadata(tmp_path, videos)
+    write_params(tmp_path, root, num_frames=2, resize=32, crop=32, batch_frames=16, num_workers=0)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "stages/features.py")], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list((tmp_path / "data/features-partial").rglob("chunk_00000.npz")) and time.time() < deadline:
+        assert proc.poll() is None, "the stage ended before its first chunk was seen"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    chunks = sorted(p.name for p in (tmp_path / "data/features-partial").rglob("chunk_*.npz"))
+    assert chunks and chunks[-1] != "chunk_00002.npz", "killed too late: every chunk was done"
+    result = run_stage(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming: {64 * len(chunks)} videos already done" in result.stdout
+    assert f"extracted {140 - 64 * len(chunks)} videos" in result.stdout
+    assert np.load(tmp_path / "data/features/features.npy").shape == (140, 2, 2048)

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,10 +37,16 @@ def test_numbers_written_by_dvc_exp_are_read_as_numbers(tmp_path):
     ("subset", "num_classes", 0, "subset.num_classes must be"),
     ("split", "train", 0.9, "must sum to 1"),
     ("split", "method", "shuffle", "split.method must be one of group, official, random"),
-    ("features", "backbone", "vgg16", "features.backbone must be one of"),
-    ("features", "weights", "IMAGENET9K", "features.weights"),
+    ("features", "backbone", "resnet9000", "features.backbone must be a torchvision image classification model"),
+    ("features", "weights", "IMAGENET9K", "features.weights 'IMAGENET9K' is not a weights name of resnet50: "
+                                          "use none, IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT or a file under weights/"),
+    ("features", "weights", "elsewhere/r50.pth", "features.weights file elsewhere/r50.pth not found"),
     ("features", "num_frames", 0, "features.num_frames must be"),
-    ("features", "precision", "fp8", "features.precision must be one of fp32, bf16"),
+    ("features", "precision", "fp8", "features.precision must be one of auto, fp32, bf16, fp16"),
+    ("features", "device", "tpu", "features.device must be auto, cpu, cuda or cuda:N"),
+    ("features", "compile", "yes", "features.compile must be auto, true or false"),
+    ("features", "decoder", "opencv", "features.decoder must be one of auto, decord, pyav"),
+    ("features", "num_workers", -1, "features.num_workers must be auto or an integer"),
     ("train", "lr", "fast", "train.lr must be a number"),
     ("train", "bidirectional", "yes", "train.bidirectional must be true or false"),
     ("data", "source", "kinetics", "data.source must be one of"),
@@ -48,3 +56,43 @@ def test_bad_values_name_the_key_and_the_allowed_values(tmp_path, section, key, 
         load_params(section, path=write(tmp_path, section, key, value))
     assert "\n" not in str(pytest.raises(ParamsError, load_params, section,
                                          path=write(tmp_path, section, key, value)).value)
+
+
+def test_weights_are_checked_against_the_chosen_backbones_enum(tmp_path):
+    path = write(tmp_path, "features", "backbone", "efficientnet_b0")
+    params = yaml.safe_load(path.read_text())
+    params["features"]["weights"] = "IMAGENET1K_V2"  # a ResNet50 name, not efficientnet_b0's
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match="use none, IMAGENET1K_V1, DEFAULT or a file under weights/"):
+        load_params("features", path=path)
+
+
+def test_a_weights_file_must_lie_under_the_weights_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights/r50.pth").write_bytes(b"x")
+    (tmp_path / "r50.pth").write_bytes(b"x")
+    assert load_params("features", path=write(tmp_path, "features", "weights", "weights/r50.pth"))
+    with pytest.raises(ParamsError, match="must lie under weights/"):
+        load_params("features", path=write(tmp_path, "features", "weights", "r50.pth"))
+
+
+def test_random_weights_on_real_data_are_refused_unless_asked_for(tmp_path):
+    params = {name: dict(cfg) for name, cfg in DEFAULTS.items()}
+    params["data"]["source"] = "ucf101"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match="set features.weights: IMAGENET1K_V2 .* or features.allow_random_weights: true"):
+        load_params("data", "features", path=path)
+    params["features"]["allow_random_weights"] = True
+    path.write_text(yaml.safe_dump(params))
+    assert load_params("data", "features", path=path)["features"]["weights"] == "none"
+
+
+def test_params_loading_does_not_import_torch():
+    """subset and split run without torch: params.py must not pull it in."""
+    code = ("import sys; from actionrec.params import load_params; "
+            "load_params('data', 'subset', 'split', path=sys.argv[1]); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "params.yaml")], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "False"

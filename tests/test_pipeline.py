@@ -18,7 +18,7 @@ TINY = {
     "synthesize": {"num_classes": 3, "groups_per_class": 3, "clips_per_group": 2, "min_seconds": 0.6,
                    "max_seconds": 1.0, "fps": 10, "width": 64, "height": 48},
     "subset": {"num_classes": 3},
-    "features": {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 16},
+    "features": {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 16, "compile": False},
     "train": {"hidden_size": 8, "max_epochs": 4, "patience": 2},
 }
 
@@ -64,34 +64,131 @@ def read_metrics(repo: Path) -> dict:
             for name in ("split.json", "features.json", "train.json", "evaluate.json")}
 
 
-def test_repro_end_to_end_is_deterministic_and_experiments_reuse_features(repo):
+def git(repo: Path, *args: str) -> str:
+    return run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args], repo)
+
+
+def saved_runs(repo: Path) -> dict[str, int]:
+    """Run-cache entries per stage key (.dvc/cache/runs/<xx>/<stage key>/<run>)."""
+    runs = repo / ".dvc/cache/runs"
+    return {key.name: len(list(key.iterdir())) for key in runs.glob("*/*")} if runs.exists() else {}
+
+
+def stages_run(out: str) -> set[str]:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
+
+
+def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(repo):
     out = run(["dvc", "repro"], repo)
-    for stage in ("synthesize", "subset", "split", "features", "train", "evaluate"):
-        assert f"Running stage '{stage}'" in out
+    assert stages_run(out) == {"synthesize", "subset", "split", "features", "train", "evaluate"}
+    assert len(saved_runs(repo)) == 6, "DVC saved no run-cache entry for some stage"
     metadata = pd.read_csv(repo / "data/metadata.csv")
     assert {"video", "label", "class_name", "group", "clip"} <= set(metadata.columns)
     assert sorted(metadata["label"].unique()) == [0, 1, 2]
     first = read_metrics(repo)
-    assert first["split.json"]["shared_groups"] == 0
+    assert first["split.json"]["shared_groups"] == 0 and "shared_groups_counts" in first["split.json"]
     assert first["features.json"]["failed_videos"] == 0
-    features = np.load(repo / "data/features/train.npy")
-    assert features.dtype == np.float16 and features.shape[1:] == (4, 2048)
-    assert len(features) == len(pd.read_csv(repo / "data/features/train.csv"))
-    assert 0.0 <= first["evaluate.json"]["test_accuracy"] <= 1.0
+    assert first["features.json"]["precision"] in ("fp32", "bf16") and first["features.json"]["device"] == "cpu"
+    features = np.load(repo / "data/features/features.npy")
+    videos = pd.read_csv(repo / "data/features/videos.csv")
+    assert features.dtype == np.float16 and features.shape == (len(metadata), 4, 2048)
+    assert list(videos["video"]) == list(metadata["video"])  # every video, whatever the split
+    test_rows = pd.read_csv(repo / "data/splits/test.csv")
+    assert first["evaluate.json"]["test_videos"] == len(test_rows)
+    assert first["evaluate.json"]["test_videos_not_decoded"] == 0
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
     assert (repo / "plots/confusion_test.csv").read_text().startswith("actual,predicted")
     assert (repo / "metrics/failed_videos.csv").read_text().strip() == "video,error"
 
     run(["dvc", "repro", "-f"], repo)
     assert read_metrics(repo) == first, "a forced re-run changed the metrics"
-    assert np.array_equal(np.load(repo / "data/features/train.npy"), features)
+    assert np.array_equal(np.load(repo / "data/features/features.npy"), features)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "repro")
 
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qam", "repro"], repo)
+
+def test_only_what_changed_runs_again(repo):
+    """train.* re-runs train + evaluate; split.* re-runs split + train + evaluate; speed-only
+    keys re-run nothing; switching the backbone and back restores from the run-cache."""
     out = run(["dvc", "exp", "run", "-S", "train.lr=0.003"], repo)
-    assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
-    assert "Running stage 'features'" not in out and "Stage 'features' didn't change" in out
-    shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
-    assert "0.003" in shown and "test_accuracy" in shown
+    assert stages_run(out) == {"train", "evaluate"} and "Stage 'features' didn't change" in out
+    assert "0.003" in run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
+
+    out = run(["dvc", "exp", "run", "-S", "split.seed=1", "-S", "split.train=0.7", "-S", "split.val=0.15",
+               "-S", "split.test=0.15"], repo)
+    assert stages_run(out) == {"split", "train", "evaluate"} and "Stage 'features' didn't change" in out
+
+    speed = ["features.device=cpu", "features.num_workers=0", "features.threads=1", "features.batch_frames=12",
+             "features.compile=auto", "features.max_failed_fraction=0.5"]
+    out = run(["dvc", "exp", "run", *[arg for key in speed for arg in ("-S", key)]], repo)
+    assert stages_run(out) == set() and "Stage 'features' didn't change" in out
+
+    before = np.load(repo / "data/features/features.npy")
+    out = run(["dvc", "exp", "run", "-S", "features.backbone=resnet18"], repo)
+    assert {"features", "train", "evaluate"} <= stages_run(out)
+    assert np.load(repo / "data/features/features.npy").shape[2] == 512
+    out = run(["dvc", "exp", "run", "-S", "features.backbone=resnet50"], repo)
+    assert "features" not in stages_run(out) and "Stage 'features' is cached - skipping run" in out
+    assert np.array_equal(np.load(repo / "data/features/features.npy"), before)
+
+
+def back_to_head(repo: Path) -> None:
+    """The committed params, lock file and outputs again (after `dvc exp run` applied one)."""
+    git(repo, "checkout", "--", ".")
+    run(["dvc", "checkout"], repo)
+
+
+def test_pyav_decoder_runs_the_whole_pipeline(repo):
+    out = run(["dvc", "exp", "run", "--force", "-S", "features.decoder=pyav"], repo)
+    assert stages_run(out) == {"synthesize", "subset", "split", "features", "train", "evaluate"}
+    assert json.loads((repo / "metrics/features.json").read_text())["decoder"] == "pyav"
+    assert json.loads((repo / "metrics/evaluate.json").read_text())["test_videos"] > 0
+
+
+def test_predict_gives_the_probabilities_evaluate_computes(repo):
+    """predict.py decodes and embeds the video itself; evaluate uses the stored float16
+    features: the class probabilities agree within 0.01."""
+    import torch
+
+    from actionrec.model import load_checkpoint, lstm_inputs
+
+    model, meta = load_checkpoint(str(repo / "models/lstm.pt"))
+    videos = pd.read_csv(repo / "data/features/videos.csv")
+    test = pd.read_csv(repo / "data/splits/test.csv")
+    stored = np.load(repo / "data/features/features.npy", mmap_mode="r")
+    for video in test["video"][:2]:
+        row = int(np.flatnonzero(videos["video"] == video)[0])
+        with torch.no_grad():
+            expected = torch.softmax(model(lstm_inputs(np.asarray(stored[row:row + 1]), meta))[0], 0).numpy()
+        out = run([sys.executable, "predict.py", f"data/synthetic/UCF-101/{video}", "--json",
+                   "--top-k", str(len(meta["class_names"]))], repo)
+        got = {item["label"]: item["confidence"] for item in json.loads(out.strip().splitlines()[-1])["top_k"]}
+        assert np.allclose([got[name] for name in meta["class_names"]], expected, atol=0.01), video
+
+
+def test_a_team_shares_runs_through_a_dvc_remote(repo, tmp_path):
+    """Clone A pushes; a fresh clone B pulls the run-cache and runs nothing, and an experiment
+    A ran is restored in B from the run-cache, not retrained."""
+    back_to_head(repo)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
+    run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], repo)
+    git(repo, "commit", "-qam", "team remote")
+    run([sys.executable, "-m", "actionrec.share"], repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run(["dvc", "pull", "--run-cache"], clone)
+    out = run(["dvc", "repro"], clone)
+    assert stages_run(out) == set() and "Data and pipelines are up to date" in run(["dvc", "status"], clone)
+
+    out = run(["dvc", "exp", "run", "-S", "train.lr=0.0003"], repo)
+    assert stages_run(out) == {"train", "evaluate"}
+    expected = json.loads((repo / "metrics/evaluate.json").read_text())
+    run([sys.executable, "-m", "actionrec.share"], repo)
+    run(["dvc", "pull", "--run-cache"], clone)
+    out = run(["dvc", "exp", "run", "--pull", "-S", "train.lr=0.0003"], clone)
+    assert stages_run(out) == set(), out
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in out
+    assert json.loads((clone / "metrics/evaluate.json").read_text()) == expected
 
 
 def test_sigkill_during_features_then_repro_completes(repo):

@@ -82,3 +82,24 @@ def test_group_split_refuses_classes_with_too_few_groups(ucf_clips):
     subset = subset[subset["group"] <= 2]
     with pytest.raises(UserError, match="groups"):
         group_split(subset, FRACTIONS, seed=0)
+
+
+@pytest.mark.parametrize("method", ["group", "random"])
+def test_adding_or_removing_a_class_leaves_the_other_classes_unchanged(ucf_clips, method):
+    """Each class draws from its own seeded generator: the shared classes keep the same
+    videos and the same split, so experiments on 24 or 26 classes compare on the same test."""
+    split = group_split if method == "group" else random_split
+
+    def assignment(classes: list[str]) -> pd.Series:
+        subset = choose_subset(ucf_clips, classes, 0, 40, seed=3)
+        return pd.Series(split(subset, FRACTIONS, 3).to_numpy(), index=subset["video"]).sort_index()
+
+    classes = read_class_index()[:6]
+    base = assignment(classes)
+    fewer = assignment(classes[1:])       # remove the first class
+    more = assignment(classes + ["Typing"])  # add a class that sorts after the others
+    shared = fewer.index
+    assert set(shared) == {v for v in base.index if not v.startswith(classes[0] + "/")}
+    assert fewer.equals(base.loc[shared])
+    assert more.loc[base.index].equals(base)
+    assert (base == "test").sum() > 0

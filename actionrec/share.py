@@ -1,0 +1,48 @@
+"""Share runs with a team through the DVC remote: `make push`.
+
+    python -m actionrec.share [--remote NAME]
+
+`dvc push --run-cache` sends the run-cache entries and the data of the workspace, but not the
+outputs kept in git (metrics and plots, `cache: false`) of runs that are not in the workspace
+(DVC 3.67). A teammate's `dvc exp run --pull -S train.lr=3e-4` then finds the run but cannot
+restore it, and trains again. So this pushes, after `dvc push --run-cache`, the outputs of
+every saved run, through DVC's own run-cache and remote code. Teammates need nothing but DVC:
+`dvc pull --run-cache`, then `dvc repro` or `dvc exp run --pull -S ...`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dvc.exceptions import DvcException
+from dvc.repo import Repo
+
+
+def run_cache_entries(repo: Repo) -> list[tuple[str, str]]:
+    """(stage key, run value) of every run saved in .dvc/cache/runs/<xx>/<key>/<value>."""
+    runs = Path(repo.cache.legacy.path) / "runs"
+    return sorted((entry.parent.name, entry.name) for entry in runs.glob("*/*/*") if entry.is_file())
+
+
+def push(remote: str | None = None) -> int:
+    """dvc push --run-cache, then the outputs of every saved run; the number of files sent."""
+    repo = Repo()
+    pushed = repo.push(remote=remote, run_cache=True)
+    for objs in repo.stage_cache.get_used_objs(run_cache_entries(repo), force=True).values():
+        pushed += len(repo.cloud.push(objs, remote=remote).transferred)
+    print(f"pushed {pushed} files; {len(run_cache_entries(repo))} saved runs are on the remote")
+    return pushed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--remote", help="the DVC remote (default: the project's default remote)")
+    try:
+        push(parser.parse_args().remote)
+    except DvcException as error:  # no remote set, remote unreachable, ...
+        print(f"error: {' '.join(str(error).split()) or type(error).__name__}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
