@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # dvc.yaml's `python` must be the venv's, for dvc and for every stage it runs
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv repro test bench ucf101 clean
+.PHONY: venv repro test report plots bench ucf101 clean
 
 venv: $(VENV)/.installed
 
@@ -20,8 +20,22 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 repro: venv
 	dvc repro
 
+# chromium (for the offline plots test) best-effort, as root on Debian/Ubuntu; never by `make venv`
 test: venv
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } || \
+	  echo "note: chromium not installed; the offline plots browser test will skip"
 	python -m pytest -q tests
+
+# PR review, offline: report/report.md + PNGs (params, metrics and plots: workspace vs BASE),
+# and report/plots.html, every plot on one self-contained page (`make plots BASE=rev` overlays rev)
+BASE ?=
+report: venv
+	python -m actionrec.report report --base $(or $(BASE),main)
+
+plots: venv
+	python -m actionrec.report plots $(if $(BASE),--base $(BASE))
 
 bench: venv
 	python bench/extract.py --whole
