@@ -31,11 +31,12 @@ test: venv
 # PR review, offline: report/report.md + PNGs (params, metrics and plots: workspace vs BASE),
 # and report/plots.html, every plot on one self-contained page (`make plots BASE=rev` overlays rev)
 BASE ?=
+OUT ?= report
 report: venv
-	python -m actionrec.report report --base $(or $(BASE),main)
+	python -m actionrec.report report --base $(or $(BASE),main) --out $(OUT)
 
 plots: venv
-	python -m actionrec.report plots $(if $(BASE),--base $(BASE))
+	python -m actionrec.report plots $(if $(BASE),--base $(BASE)) --out $(OUT)
 
 bench: venv
 	python bench/extract.py --whole
