@@ -23,9 +23,10 @@ repro: venv
 # chromium (for the offline plots test) best-effort, as root on Debian/Ubuntu; never by `make venv`
 test: venv
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
-	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } || \
-	  echo "note: chromium not installed; the offline plots browser test will skip"
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; } || \
+	  echo "note: chromium not installed: the offline plots browser test skips (fails under CI=true)"
 	python -m pytest -q tests
 
 # PR review, offline: report/report.md + PNGs (params, metrics and plots: workspace vs BASE),
