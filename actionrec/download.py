@@ -80,6 +80,10 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
     return dest
 
 
+def count_files(tree: Path) -> int:
+    return sum(1 for path in tree.rglob("*") if path.is_file()) if tree.is_dir() else 0
+
+
 def extract(archive: Path, dest: Path) -> None:
     """RAR through unar, zip through zipfile, into dest."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -104,7 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     args.dest.mkdir(parents=True, exist_ok=True)
     rar, lists = (download(f"{args.base_url}/{name}", args.dest / name,
                            args.sha256 if name.endswith(".rar") else None) for name in ARCHIVES)
-    extract(rar, args.dest)          # -> data/UCF-101/<Class>/v_<Class>_gNN_cMM.avi
+    tree, marker = args.dest / "UCF-101", args.dest / "UCF101.rar.extracted"
+    digest = rar.with_name(rar.name + ".sha256").read_text().split()[0]
+    if marker.exists() and marker.read_text().split() == [digest, str(count_files(tree))]:
+        print(f"{tree} is already complete (extracted from this UCF101.rar): not extracting again")
+    else:
+        extract(rar, args.dest)      # -> data/UCF-101/<Class>/v_<Class>_gNN_cMM.avi
+        marker.write_text(f"{digest} {count_files(tree)}\n")
     extract(lists, args.dest)        # -> data/ucfTrainTestlist/
     print(f"done: {args.dest / 'UCF-101'}. Next: dvc add {args.dest / 'UCF-101'} and see README, "
           "'Train on real UCF-101'")

@@ -1,0 +1,149 @@
+"""`make report`, `make plots` and the PR workflow: real DVC, git, make, chromium and actionlint."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image, ImageStat
+
+from actionrec.report import plot_specs
+from test_pipeline import ROOT, repo, run, tool_env  # noqa: F401  (repo: a tiny-params git copy)
+
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+MAKE = ["make", "-o", ".venv/.installed"]  # the copy uses this venv (first on PATH), never builds one
+PLOT_NAMES = [next(iter(entry)) for entry in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]]
+
+
+def table_row(markdown: str, key: str) -> list[str]:
+    """The cells of the markdown table row whose second cell is KEY."""
+    for line in markdown.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) > 3 and cells[1] == key:
+            return cells
+    raise AssertionError(f"no row {key!r} in:\n{markdown}")
+
+
+def test_report_shows_both_revisions_params_metrics_and_plots(repo, monkeypatch):
+    run(["dvc", "repro"], repo)
+    run(GIT + ["commit", "-qam", "repro"], repo)
+    base_accuracy = json.loads((repo / "metrics/evaluate.json").read_text())["test_accuracy"]
+    run(["git", "checkout", "-qb", "pr"], repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["lr"] = 0.003
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro"], repo)
+    assert "Running stage 'train'" in out and "Running stage 'features'" not in out
+    run(GIT + ["commit", "-qam", "lr 0.003"], repo)
+    pr_accuracy = json.loads((repo / "metrics/evaluate.json").read_text())["test_accuracy"]
+
+    run(MAKE + ["report", "BASE=main"], repo)
+    report = (repo / "report/report.md").read_text()
+    param = table_row(report, "train.lr")
+    assert param[2:4] == ["0.001", "0.003"], param
+    header = table_row(report, "Metric")
+    assert header[2:4] == ["main", "workspace"], header
+    accuracy = table_row(report, "test_accuracy")
+    assert float(accuracy[2]) == pytest.approx(base_accuracy, abs=1e-5)
+    assert float(accuracy[3]) == pytest.approx(pr_accuracy, abs=1e-5)
+
+    images = re.findall(r"!\[(.*?)\]\((.*?)\)", report)
+    assert [name for name, _ in images] == PLOT_NAMES  # one image per dvc.yaml plot definition
+    for name, path in images:
+        with Image.open(repo / "report" / path) as image:
+            assert image.format == "PNG" and image.width > 200 and image.height > 200, name
+            grey = image.convert("L")
+            assert ImageStat.Stat(grey).var[0] > 100, f"{name}: blank image"
+            # not one flat colour with a speck: a real share of the pixels differs from the background
+            histogram = grey.histogram()
+            assert 1 - max(histogram) / sum(histogram) > 0.02, f"{name}: nearly blank"
+
+    # both revisions are drawn: DVC's specs carry the data of each, under its revision's name
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("PATH", tool_env()["PATH"])
+    specs = plot_specs("main")
+    for name in PLOT_NAMES:
+        assert {row["rev"] for row in specs[name]["data"]["values"]} == {"main", "workspace"}, name
+
+
+@pytest.fixture(scope="module")
+def plots_repo(tmp_path_factory) -> Path:
+    """A git copy of this repository with its committed metrics and plots (no pipeline run)."""
+    dest = tmp_path_factory.mktemp("plots_repo")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file() and not rel.startswith(("data/", "models/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(GIT + ["add", "-A"], dest)
+    run(GIT + ["commit", "-qm", "copy"], dest)
+    return dest
+
+
+def chromium_dom(page: Path) -> str:
+    """The DOM of PAGE after headless Chromium ran its scripts, with every network fetch refused."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        reason = "chromium not installed (`make test` installs it as root on Debian: apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; under CI this test must run")
+        pytest.skip(reason)
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",  # no network
+         "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_make_plots_draws_offline_in_chromium(plots_repo):
+    run(MAKE + ["plots"], plots_repo)
+    page = plots_repo / "report/plots.html"
+    assert not re.search(r"""(src|href)=["']https?:""", page.read_text()), "the page loads something"
+    dom = chromium_dom(page)
+    assert "data-error" not in dom
+    assert f'data-rendered="{len(PLOT_NAMES)}"' in dom, "vega-embed did not finish drawing"
+    for i in range(len(PLOT_NAMES)):
+        chart = re.search(rf'<div id="plot{i}".*?</svg>', dom, re.S)
+        assert chart and len(re.findall(r'class="mark-', chart.group(0))) >= 5, f"plot {i} drew no marks"
+
+    # the control: DVC's own page, in the same browser, draws nothing (its Vega comes from a CDN)
+    run(["dvc", "plots", "show", "--out", "dvc_plots"], plots_repo)
+    assert "<svg" not in chromium_dom(plots_repo / "dvc_plots/index.html")
+
+
+def test_report_bad_base_is_one_line_error(plots_repo):
+    result = subprocess.run([sys.executable, "-m", "actionrec.report", "report", "--base", "no-such-rev"],
+                            cwd=plots_repo, env=tool_env(), capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: `dvc params diff") and "no-such-rev" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_pr_workflow_lints_and_does_what_the_review_needs():
+    workflow = ROOT / ".github/workflows/pr-report.yml"
+    actionlint = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which("actionlint")
+    assert actionlint, "actionlint missing: `make venv` installs it from requirements.txt"
+    result = subprocess.run([actionlint, "-no-color", str(workflow)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    spec = yaml.safe_load(workflow.read_text())
+    assert "pull_request" in spec[True]  # YAML 1.1 reads the key `on` as True
+    steps = spec["jobs"]["report"]["steps"]
+    uses = {step["uses"].split("@")[0]: step.get("with", {}) for step in steps if "uses" in step}
+    assert uses["actions/checkout"]["fetch-depth"] == 0
+    assert uses["actions/setup-python"]["python-version"] == "3.11" and uses["actions/setup-python"]["cache"] == "pip"
+    assert uses["actions/cache"]["path"] == ".venv"
+    assert uses["actions/upload-artifact"]["path"] == "report/"
+    commands = [step["run"] for step in steps if "run" in step]
+    assert commands.index("make repro") < commands.index("make report BASE=origin/${{ github.base_ref }}")
+    assert any(command.startswith("cml comment update") and "report/report.md" in command for command in commands)
