@@ -3,8 +3,8 @@
     python -m actionrec.report report --base main   # report/report.md + one PNG a plot
     python -m actionrec.report plots [--base REV]   # report/plots.html, self-contained
 
-The plots are DVC's own Vega-Lite specs (`dvc plots diff --json`, from the top-level plot
-definitions in dvc.yaml), rendered by vl-convert, which bundles Vega: no second plotting code
+The plots are DVC's own Vega-Lite specs (`dvc plots diff --json`, from the plots that dvc.yaml's
+stages declare), rendered by vl-convert, which bundles Vega: no second plotting code
 and no fetch from a CDN, unlike the page `dvc plots show` writes.
 """
 from __future__ import annotations

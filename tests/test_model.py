@@ -38,3 +38,27 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     x = torch.randn(2, 16, 12)
     assert torch.equal(model.eval()(x), loaded(x))
     assert loaded_meta["class_names"] == ["A", "B", "C"] and not loaded.training
+
+
+def test_a_split_joins_the_features_by_video_and_counts_the_missing(tmp_path):
+    """Features are stored once per video; a split picks its rows by name, in split order, and
+    counts the videos that have none (not decodable) so that evaluate can report them."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from actionrec.dataset import load_split
+
+    features, splits = tmp_path / "features", tmp_path / "splits"
+    features.mkdir()
+    splits.mkdir()
+    videos = ["a.avi", "b.avi", "c.avi", "d.avi"]
+    np.save(features / "features.npy", np.arange(4, dtype=np.float16).reshape(4, 1, 1) * np.ones((1, 2, 3), np.float16))
+    pd.DataFrame({"video": videos, "label": [0, 1, 0, 1]}).to_csv(features / "videos.csv", index=False)
+    (features / "info.json").write_text(json.dumps({}))
+    pd.DataFrame({"video": ["d.avi", "broken.avi", "b.avi"], "label": [1, 0, 1]}).to_csv(splits / "test.csv", index=False)
+    feats, rows, missing = load_split("test", features, splits)
+    assert list(rows["video"]) == ["d.avi", "b.avi"] and missing == 1
+    assert feats.dtype == np.float16 and feats.shape == (2, 2, 3)
+    assert feats[:, 0, 0].tolist() == [3.0, 1.0]

@@ -40,15 +40,18 @@ def test_prints_the_seed_format_on_real_clips(real_clips, model_file):
         lines = result.stdout.splitlines()
         assert lines[0].split(": ")[0] == "Prediction" and lines[0].split(": ")[1] in CLASSES
         assert lines[1].startswith("Confidence: ") and lines[1].endswith("%")
-        assert 0 < float(lines[1][len("Confidence: "):-1]) <= 100
-        assert len([line for line in lines if line.startswith("  ")]) == 2
+        ranked = [line for line in lines if line.startswith("  ")]
+        percents = [float(line.split()[-1].rstrip("%")) for line in ranked]
+        assert len(ranked) == 2 and percents == sorted(percents, reverse=True)
+        assert lines[1] == f"Confidence: {percents[0]:.2f}%" and ranked[0].split()[1] == lines[0].split(": ")[1]
 
 
 def test_json_output(real_clips, model_file):
     result = predict(real_clips["kinetics_arm_wrestling.mp4"], "--model", model_file, "--json", "--top-k", "3")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert out["label"] in CLASSES and 0 <= out["confidence"] <= 1
+    confidences = [item["confidence"] for item in out["top_k"]]
+    assert out["label"] in CLASSES and out["confidence"] == confidences[0] == max(confidences)
     assert [item["label"] for item in out["top_k"]][0] == out["label"] and len(out["top_k"]) == 3
     assert sum(item["confidence"] for item in out["top_k"]) == pytest.approx(1, abs=1e-3)
 

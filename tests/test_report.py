@@ -18,7 +18,10 @@ from test_pipeline import ROOT, repo, run, tool_env  # noqa: F401  (repo: a tiny
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
 MAKE = ["make", "-o", ".venv/.installed"]  # the copy uses this venv (first on PATH), never builds one
-PLOT_NAMES = [next(iter(entry)) for entry in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]]
+# every plot that dvc.yaml's stages declare, but the list of failed videos: header only (no
+# data to draw) when every video decodes, as in these repos
+PLOT_NAMES = [next(iter(entry)) for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()
+              for entry in stage.get("plots", []) if next(iter(entry)) != "metrics/failed_videos.csv"]
 
 
 def table_row(markdown: str, key: str) -> list[str]:
@@ -54,7 +57,7 @@ def test_report_shows_both_revisions_params_metrics_and_plots(repo, monkeypatch)
     assert float(accuracy[3]) == pytest.approx(pr_accuracy, abs=1e-5)
 
     images = re.findall(r"!\[(.*?)\]\((.*?)\)", report)
-    assert [name for name, _ in images] == PLOT_NAMES  # one image per dvc.yaml plot definition
+    assert [name for name, _ in images] == PLOT_NAMES  # one image per plot dvc.yaml declares
     for name, path in images:
         with Image.open(repo / "report" / path) as image:
             assert image.format == "PNG" and image.width > 200 and image.height > 200, name
