@@ -17,7 +17,8 @@ def fail(message: str) -> None:
 
 def check_weights(meta: dict) -> None:
     """The backbone weights must be the very file the features were made with."""
-    from actionrec.backbone import sha256_of, weights_file
+    from actionrec.backbone import weights_file
+    from actionrec.download import sha256_of
 
     path = weights_file(meta["weights"], meta["backbone"])
     if path is None or not meta.get("weights_sha256"):

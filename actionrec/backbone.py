@@ -1,7 +1,6 @@
 """The frozen image backbone: build it, preprocess frames for it, run it on a device."""
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -49,14 +48,6 @@ def weights_file(weights: str, name: str) -> Path | None:
         return Path(weights)
     enum = torchvision.models.get_model_weights(name)[weights]
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_backbone(name: str, weights: str, seed: int = 0) -> torch.nn.Module:

@@ -20,8 +20,9 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from actionrec.backbone import inference_backbone, sha256_of, weights_file
+from actionrec.backbone import inference_backbone, weights_file
 from actionrec.device import resolve_runtime
+from actionrec.download import sha256_of
 from actionrec.extract import Throughput, atomic_save_npy, iter_features
 from actionrec.params import ParamsError, UserError, load_params, run_stage
 from actionrec.video import decord_available

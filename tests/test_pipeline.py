@@ -38,25 +38,30 @@ def run(args: list[str], cwd: Path) -> str:
     return result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A git + DVC copy of this repository's tracked files, with tiny params."""
-    dest = tmp_path_factory.mktemp("repo")
+def copy_repo(dest: Path, params: dict | None = None) -> Path:
+    """A git repository at dest with this repository's sources (no data/ or models/, which are
+    outputs) and the params sections updated by `params`, committed on main."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split("\n")
     for rel in filter(None, files):
-        if (ROOT / rel).is_file() and not rel.startswith(("data/", "models/")):  # outputs, not sources
+        if (ROOT / rel).is_file() and not rel.startswith(("data/", "models/")):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    if params:
+        current = yaml.safe_load((dest / "params.yaml").read_text())
+        for section, values in params.items():
+            current[section].update(values)
+        (dest / "params.yaml").write_text(yaml.safe_dump(current, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], dest)
-    run(git + ["add", "-A"], dest)
-    run(git + ["commit", "-qm", "tiny"], dest)
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "copy")
     return dest
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git + DVC copy of this repository's tracked files, with tiny params."""
+    return copy_repo(tmp_path_factory.mktemp("repo"), TINY)
 
 
 def read_metrics(repo: Path) -> dict:

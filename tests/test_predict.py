@@ -90,7 +90,7 @@ def test_a_replaced_weights_file_is_refused(tmp_path, model_file):
     weights = tmp_path / "weights" / "r50.pth"
     weights.parent.mkdir()
     torch.save(__import__("torchvision").models.resnet50().state_dict(), weights)
-    from actionrec.backbone import sha256_of
+    from actionrec.download import sha256_of
 
     checkpoint["meta"].update(weights=str(weights), weights_sha256=sha256_of(weights))
     torch.save(checkpoint, model_file)

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image, ImageStat
 
 from actionrec.report import plot_specs
-from test_pipeline import ROOT, repo, run, tool_env  # noqa: F401  (repo: a tiny-params git copy)
+from test_pipeline import ROOT, copy_repo, repo, run, tool_env  # noqa: F401  (repo: a tiny-params git copy)
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
 MAKE = ["make", "-o", ".venv/.installed"]  # the copy uses this venv (first on PATH), never builds one
@@ -78,17 +78,7 @@ def test_report_shows_both_revisions_params_metrics_and_plots(repo, monkeypatch)
 @pytest.fixture(scope="module")
 def plots_repo(tmp_path_factory) -> Path:
     """A git copy of this repository with its committed metrics and plots (no pipeline run)."""
-    dest = tmp_path_factory.mktemp("plots_repo")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\n")
-    for rel in filter(None, files):
-        if (ROOT / rel).is_file() and not rel.startswith(("data/", "models/")):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    run(["git", "init", "-q", "-b", "main"], dest)
-    run(GIT + ["add", "-A"], dest)
-    run(GIT + ["commit", "-qm", "copy"], dest)
-    return dest
+    return copy_repo(tmp_path_factory.mktemp("plots_repo"))
 
 
 def chromium_dom(page: Path) -> str:
