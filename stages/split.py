@@ -19,8 +19,8 @@ def main() -> None:
     if data["source"] == "folder" and not data["group_pattern"]:
         print("warning: data.group_pattern is not set, so each video is its own group and clips cut "
               "from one recording will leak between splits: set it to a regex whose (?P<group>...) "
-              "names the recording, e.g. -S 'data.group_pattern=(?P<group>[^_/]+)_' for "
-              "alice_take1.mp4 or '(?P<group>[^/]+)/' for one sub-folder per recording",
+              "names the recording, e.g. -S \"data.group_pattern='(?P<group>[^_/]+)_'\" for "
+              "alice_take1.mp4 or '^(?P<group>[^/]+)/' for one sub-folder per recording",
               file=sys.stderr)
     # keep_default_na=False: a folder group named e.g. NA or None stays a string, not a NaN
     subset = pd.read_csv("data/metadata.csv", keep_default_na=False)
