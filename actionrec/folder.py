@@ -34,8 +34,12 @@ def is_video(name: str) -> bool:
 def _class_files(class_dir: Path, skipped: dict[str, list[str]], root: Path) -> list[str]:
     """Video paths relative to class_dir (posix), sorted; hidden and non-video entries go to
     skipped. Sub-folders are followed (links too); hidden ones are skipped whole."""
-    videos = []
+    videos, seen = [], set()
     for folder, dirs, files in os.walk(class_dir, followlinks=True):
+        if os.path.realpath(folder) in seen:  # a link back up the tree: do not loop
+            dirs.clear()
+            continue
+        seen.add(os.path.realpath(folder))
         here = Path(folder)
         for name in [d for d in dirs if is_hidden(d)]:
             skipped["hidden"].append((here / name).relative_to(root).as_posix() + "/")

@@ -46,6 +46,14 @@ def test_scan_finds_videos_sorted_with_relative_paths_and_counts_the_rest(tmp_pa
     assert again.equals(clips), "the order must not depend on creation order"
 
 
+def test_linked_folders_are_followed_once(tmp_path):
+    make_tree(tmp_path, ["A/s1/x.mp4", "B/y.avi"])
+    (tmp_path / "A/s1/loop").symlink_to(tmp_path / "A", target_is_directory=True)
+    (tmp_path / "A/linked").symlink_to(tmp_path / "B", target_is_directory=True)
+    clips, _ = scan_folder(tmp_path)
+    assert clips["video"].tolist() == ["A/linked/y.avi", "A/s1/x.mp4", "B/y.avi"]
+
+
 def test_group_pattern_takes_the_group_from_the_path(tmp_path):
     clips, _ = scan_folder(make_tree(tmp_path), r"(?P<group>[^_/]+)_")
     assert clips["group"].tolist() == ["alice", "alice", "bob", "dan", "carol", "carol", "erin", "frank", "gina"]
