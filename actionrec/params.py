@@ -71,7 +71,8 @@ def _check_group_pattern(cfg: dict) -> None:
     """data.group_pattern (data.source: folder): empty, or a regex with a named group `group`."""
     pattern = cfg.get("group_pattern") or ""  # missing, null and "" all mean: no pattern
     if not isinstance(pattern, str):
-        raise ParamsError(f"params.yaml: data.group_pattern must be a regular expression (or \"\"), got {pattern!r}")
+        raise ParamsError(f"params.yaml: data.group_pattern must be a regular expression (or \"\"), "
+                          f"got {pattern!r}")
     if pattern:
         try:
             compiled = re.compile(pattern)

@@ -9,7 +9,7 @@ from actionrec.splits import choose_subset
 from actionrec.ucf101 import scan_dataset
 
 
-def scan(data: dict, root: Path):
+def scan(data: dict, root: Path) -> tuple:
     """The clip table, the files to warn about as (path, reason), and the count of files not
     used, by reason, for metrics/subset.json."""
     if data["source"] == "folder":
