@@ -1,6 +1,7 @@
 """Load params.yaml once and validate every key, with one-line errors that say what to do."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,28 @@ def _choice(cfg: dict, section: str, key: str, allowed: tuple) -> None:
 
 
 def _check_data(cfg: dict) -> None:
-    _choice(cfg, "data", "source", ("synthetic", "ucf101"))
+    _choice(cfg, "data", "source", ("synthetic", "ucf101", "folder"))
     if not isinstance(cfg.get("root"), str) or not cfg["root"]:
         raise ParamsError("params.yaml: data.root must be a folder path")
+    _check_group_pattern(cfg)
+
+
+def _check_group_pattern(cfg: dict) -> None:
+    """data.group_pattern (data.source: folder): empty, or a regex with a named group `group`."""
+    pattern = cfg.get("group_pattern") or ""  # missing, null and "" all mean: no pattern
+    if not isinstance(pattern, str):
+        raise ParamsError(f"params.yaml: data.group_pattern must be a regular expression (or \"\"), "
+                          f"got {pattern!r}")
+    if pattern:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as error:
+            raise ParamsError(f"params.yaml: data.group_pattern '{pattern}' is not a valid regular "
+                              f"expression ({error})") from None
+        if "group" not in compiled.groupindex:
+            raise ParamsError(f"params.yaml: data.group_pattern '{pattern}' has no named group "
+                              "(?P<group>...), e.g. (?P<group>[^_/]+)_ takes alice from alice_take1.mp4")
+    cfg["group_pattern"] = pattern
 
 
 def _check_synthesize(cfg: dict) -> None:

@@ -11,8 +11,19 @@ from actionrec.ucf101 import read_split_list
 
 
 def main() -> None:
-    cfg = load_params("split")["split"]
-    subset = pd.read_csv("data/metadata.csv")
+    params = load_params("data", "split")
+    cfg, data = params["split"], params["data"]
+    if cfg["method"] == "official" and data["source"] != "ucf101":
+        raise UserError(f"split.method official uses the published UCF-101 lists, so it needs "
+                        f"data.source: ucf101 (not {data['source']}): use split.method: group")
+    if data["source"] == "folder" and not data["group_pattern"]:
+        print("warning: data.group_pattern is not set, so each video is its own group and clips cut "
+              "from one recording will leak between splits: set it to a regex whose (?P<group>...) "
+              "names the recording, e.g. -S \"data.group_pattern='(?P<group>[^_/]+)_'\" for "
+              "alice_take1.mp4 or '^(?P<group>[^/]+)/' for one sub-folder per recording",
+              file=sys.stderr)
+    # keep_default_na=False: a folder group named e.g. NA or None stays a string, not a NaN
+    subset = pd.read_csv("data/metadata.csv", keep_default_na=False)
     fractions = {name: cfg[name] for name in SPLITS}
     if cfg["method"] == "group":
         split = group_split(subset, fractions, cfg["seed"])

@@ -41,7 +41,8 @@ def main() -> None:
     # auto: on for the synthetic demo (random backbone, scene look random per group), off on real videos
     center = data["source"] == "synthetic" if cfg["temporal_centering"] == "auto" else cfg["temporal_centering"]
     x_train, x_val = standardize(train_feats, mean, std, center), standardize(val_feats, mean, std, center)
-    class_names = (pd.read_csv("data/metadata.csv").drop_duplicates("label")
+    # keep_default_na=False: a class folder named e.g. NA or None stays a name, not a NaN
+    class_names = (pd.read_csv("data/metadata.csv", keep_default_na=False).drop_duplicates("label")
                    .sort_values("label")["class_name"].tolist())
 
     model = LSTMClassifier(x_train.shape[2], len(class_names), cfg["hidden_size"], cfg["num_layers"],

@@ -1,0 +1,103 @@
+"""Your own videos: `<data.root>/<Class>/<any/sub/folders>/<file>.<video extension>`.
+
+The class is the top folder's name. The group (the recording a clip was cut from, which must
+not straddle splits) comes from `data.group_pattern`, a regex whose named group `group` is
+searched in the file's path relative to its class folder; without one, each video is its
+own group.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from actionrec.params import UserError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+# why an entry under data.root is skipped: the key is counted in metrics/subset.json
+SKIP_REASONS = {"hidden": "hidden (name starts with '.')",
+                "not_video": f"not a video ({', '.join(VIDEO_EXTENSIONS)}, any case)",
+                "outside_class_folder": "not in a <Class>/ folder"}
+
+
+def is_hidden(name: str) -> bool:
+    """.DS_Store, macOS '._*' resource forks, .thumbnails/ ...: never videos, never classes."""
+    return name.startswith(".")
+
+
+def is_video(name: str) -> bool:
+    return Path(name).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _class_files(class_dir: Path, skipped: dict[str, list[str]], root: Path) -> list[str]:
+    """Video paths relative to class_dir (posix), sorted; hidden and non-video entries go to
+    skipped. Sub-folders are followed (links too); hidden ones are skipped whole."""
+    videos, seen = [], set()
+    for folder, dirs, files in os.walk(class_dir, followlinks=True):
+        if os.path.realpath(folder) in seen:  # a link back up the tree: do not loop
+            dirs.clear()
+            continue
+        seen.add(os.path.realpath(folder))
+        here = Path(folder)
+        for name in [d for d in dirs if is_hidden(d)]:
+            skipped["hidden"].append((here / name).relative_to(root).as_posix() + "/")
+            dirs.remove(name)
+        for name in files:
+            path = here / name
+            if is_hidden(name):
+                skipped["hidden"].append(path.relative_to(root).as_posix())
+            elif not is_video(name):
+                skipped["not_video"].append(path.relative_to(root).as_posix())
+            else:
+                videos.append(path.relative_to(class_dir).as_posix())
+    # sorted by code point, so the order is the same on every file system and OS
+    return sorted(videos)
+
+
+def _group_of(rel: str, class_name: str, pattern: re.Pattern | None) -> str:
+    if pattern is None:
+        return rel
+    match = pattern.search(rel)
+    if not match or not match["group"]:
+        raise UserError(f"data.group_pattern '{pattern.pattern}' finds no group in {class_name}/{rel}: "
+                        "fix the pattern (it is searched in the path below the class folder) "
+                        "or rename the file")
+    return match["group"]
+
+
+def scan_folder(root: str | Path, group_pattern: str = "") -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """All videos under root/<Class>/ as rows (video, class_name, group, clip), sorted by
+    class then path, and the entries skipped per reason (paths relative to root). `video` is
+    relative to root, `group` a string, `clip` a running number (1, 2, ...) within its group.
+    Raises UserError for a class folder without videos, or no class folder at all."""
+    root = Path(root)
+    pattern = re.compile(group_pattern) if group_pattern else None
+    skipped: dict[str, list[str]] = {reason: [] for reason in SKIP_REASONS}
+    rows, empty = [], []
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if is_hidden(entry.name):
+            skipped["hidden"].append(entry.name + ("/" if entry.is_dir() else ""))
+        elif not entry.is_dir():
+            skipped["outside_class_folder"].append(entry.name)
+        else:
+            videos = _class_files(entry, skipped, root)
+            if not videos:
+                empty.append(entry.name)
+            clips_in_group: dict[str, int] = {}
+            for rel in videos:
+                group = _group_of(rel, entry.name, pattern)
+                clips_in_group[group] = clips_in_group.get(group, 0) + 1
+                rows.append({"video": f"{entry.name}/{rel}", "class_name": entry.name, "group": group,
+                             "clip": clips_in_group[group]})
+    if empty:
+        raise UserError(f"class folder {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} under "
+                        f"{root} holds no videos ({', '.join(e[1:] for e in VIDEO_EXTENSIONS)}): "
+                        "add videos or remove the folder")
+    if not rows:
+        raise UserError(f"no class folders under {root}: data.source folder reads "
+                        "<data.root>/<Class>/<video file>, one folder per class")
+    for paths in skipped.values():
+        paths.sort()
+    return pd.DataFrame(rows, columns=["video", "class_name", "group", "clip"]), skipped
