@@ -44,6 +44,7 @@ def choose_subset(clips: pd.DataFrame, classes: list[str], num_classes: int,
         rng = class_rng(seed, class_name)
         rows = clips[clips["class_name"] == class_name].sort_values(["group", "clip"])
         queues = [list(g.index[rng.permutation(len(g))]) for _, g in rows.groupby("group")]
+        queues = [queues[i] for i in rng.permutation(len(queues))]  # no group always first
         picked = []
         while len(picked) < videos_per_class and any(queues):
             for queue in queues:

@@ -14,12 +14,14 @@ import pandas as pd
 import yaml
 
 from tests.conftest import ROOT, tiny_video
-from tests.test_pipeline import run, tool_env
+from tests.test_pipeline import copy_repo, git, run, tool_env
 
 TINY = {
     "data": {"source": "folder", "root": "videos", "group_pattern": ""},
     "subset": {"num_classes": 3},
-    "features": {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 16, "compile": False},
+    # random weights on real-looking videos: refused unless asked for, and asked for here (speed)
+    "features": {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 16, "compile": False,
+                 "allow_random_weights": True},
     "train": {"hidden_size": 8, "max_epochs": 4, "patience": 2},
 }
 # names as people record them: a person per prefix, a sub-folder, upper-case extensions
@@ -52,25 +54,14 @@ def write_video(path: Path, frames: int, level: int) -> None:
 
 def make_repo(dest: Path) -> Path:
     """A git + DVC copy of the repository's sources with tiny folder params and a video tree."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\n")
-    for rel in filter(None, files):
-        if (ROOT / rel).is_file() and not rel.startswith(("data/", "models/")):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_repo(dest, TINY)
     for index, rel in enumerate(VIDEOS):
         write_video(dest / "videos" / rel, frames=6, level=40 * (index % 5))
     for rel in JUNK:
         (dest / "videos" / rel).parent.mkdir(parents=True, exist_ok=True)
         (dest / "videos" / rel).write_text("not a video\n")
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
-    run(["git", "init", "-q", "-b", "main"], dest)
-    run(git + ["add", "-A"], dest)
-    run(git + ["commit", "-qm", "tiny folder data"], dest)
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "tiny folder data")
     return dest
 
 
