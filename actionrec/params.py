@@ -124,11 +124,25 @@ def _check_features(cfg: dict) -> None:
     _number(cfg, "features", "seed", int)
 
 
+TRAIN_HEADS = ("lstm", "gru", "transformer", "mean")  # = actionrec.model.HEADS (no torch import here)
+
+
 def _check_train(cfg: dict) -> None:
+    _choice(cfg, "train", "head", TRAIN_HEADS)
+    _number(cfg, "train", "proj_dim", int, 0)
     _number(cfg, "train", "hidden_size", int, 1)
     _number(cfg, "train", "num_layers", int, 1, 16)
-    _number(cfg, "train", "dropout", float, 0.0, 0.99)
     _flag(cfg, "train", "bidirectional")
+    _number(cfg, "train", "transformer_layers", int, 1, 16)
+    _number(cfg, "train", "transformer_heads", int, 1, 64)
+    if cfg["head"] == "transformer":
+        if cfg["proj_dim"] < 1:
+            raise ParamsError("params.yaml: train.proj_dim must be >= 1 for train.head: transformer "
+                              "(it is the transformer's width)")
+        if cfg["proj_dim"] % cfg["transformer_heads"]:
+            raise ParamsError(f"params.yaml: train.proj_dim ({cfg['proj_dim']}) must be a multiple of "
+                              f"train.transformer_heads ({cfg['transformer_heads']})")
+    _number(cfg, "train", "dropout", float, 0.0, 0.99)
     _flag(cfg, "train", "temporal_centering")
     _number(cfg, "train", "lr", float, 1e-8, 10.0)
     _number(cfg, "train", "weight_decay", float, 0.0)
@@ -149,6 +163,13 @@ CHECKS = {"data": _check_data, "synthesize": _check_synthesize, "subset": _check
           "evaluate": _check_evaluate}
 
 
+def check_section(section: str, cfg: dict) -> dict:
+    """A validated copy of one params section (values coerced); raises ParamsError."""
+    cfg = dict(cfg)
+    CHECKS[section](cfg)
+    return cfg
+
+
 def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
     """The named sections of params.yaml, each validated; raises ParamsError on a bad value."""
     try:
@@ -161,7 +182,5 @@ def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, d
     for section in sections:
         if not isinstance(params.get(section), dict):
             raise ParamsError(f"params.yaml: the section {section}: is missing")
-        cfg = dict(params[section])
-        CHECKS[section](cfg)
-        out[section] = cfg
+        out[section] = check_section(section, params[section])
     return out
