@@ -25,8 +25,10 @@ class RecurrentClassifier(nn.Module):
                  num_layers: int = 1, dropout: float = 0.3, bidirectional: bool = False,
                  proj_dim: int = 0):
         super().__init__()
-        self.input_dropout = nn.Dropout(dropout)
         self.proj, rnn_in = _projection(input_dim, proj_dim)
+        # dropout after the projection: drawing a mask for every 2048-d input value cost more
+        # than the whole LSTM step (bench/train.py)
+        self.input_dropout = nn.Dropout(dropout)
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.rnn = rnn(rnn_in, hidden_size, num_layers, batch_first=True,
                        dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
@@ -34,7 +36,7 @@ class RecurrentClassifier(nn.Module):
                                   nn.Linear(hidden_size * (2 if bidirectional else 1), num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, hidden = self.rnn(self.proj(self.input_dropout(x)))
+        _, hidden = self.rnn(self.input_dropout(self.proj(x)))
         if isinstance(hidden, tuple):  # LSTM: (h, c)
             hidden = hidden[0]
         # hidden: [layers * directions, B, H]; the last layer's state(s) summarise the clip
@@ -49,8 +51,8 @@ class TransformerClassifier(nn.Module):
     def __init__(self, input_dim: int, num_classes: int, num_frames: int, proj_dim: int = 128,
                  num_layers: int = 1, num_heads: int = 4, dropout: float = 0.3):
         super().__init__()
-        self.input_dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(input_dim, proj_dim)
+        self.input_dropout = nn.Dropout(dropout)
         self.position = nn.Parameter(torch.zeros(1, num_frames, proj_dim))
         nn.init.normal_(self.position, std=0.02)
         layer = nn.TransformerEncoderLayer(proj_dim, num_heads, 2 * proj_dim, dropout, batch_first=True,
@@ -60,7 +62,7 @@ class TransformerClassifier(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(proj_dim, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.proj(self.input_dropout(x)) + self.position[:, : x.shape[1]]
+        z = self.input_dropout(self.proj(x)) + self.position[:, : x.shape[1]]
         return self.head(self.norm(self.encoder(z).mean(1)))
 
 
@@ -112,10 +114,11 @@ def prepare(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     change over time, without the scene's look. That is the signal on the demo data, whose
     appearance is random per group, and on random-weight features; with ImageNet features on
     real UCF-101 the look is most of the signal, so leave it off there."""
-    z = (features.float() - mean) / std
+    x = features.float()
+    # centring commutes with the per-dimension scaling, so centre first and skip the shift
     if center_clips:
-        z = z - z.mean(dim=1, keepdim=True)
-    return z
+        return (x - x.mean(dim=1, keepdim=True)) / std
+    return (x - mean) / std
 
 
 def standardize(features: np.ndarray, mean: np.ndarray, std: np.ndarray,
@@ -151,5 +154,7 @@ def load_checkpoint(path: str) -> tuple[nn.Module, dict]:
     """(model in eval mode, meta) from models/lstm.pt, loaded with weights_only=True."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(checkpoint["meta"])
-    model.load_state_dict(checkpoint["state_dict"])
+    # model files from before heads named the recurrent layer "lstm"
+    model.load_state_dict({("rnn." + k[5:] if k.startswith("lstm.") else k): v
+                           for k, v in checkpoint["state_dict"].items()})
     return model.eval(), checkpoint["meta"]

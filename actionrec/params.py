@@ -151,6 +151,7 @@ def _check_train(cfg: dict) -> None:
     _number(cfg, "train", "patience", int, 1)
     _number(cfg, "train", "lr_factor", float, 0.01, 0.99)
     _number(cfg, "train", "lr_patience", int, 0)
+    _number(cfg, "train", "threads", int, 0, 1024)
     _number(cfg, "train", "seed", int)
 
 

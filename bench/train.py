@@ -40,6 +40,9 @@ def main() -> None:
         key, _, value = item.partition("=")
         base[key.removeprefix("train.")] = value
     heads = (args.heads or base["head"]).split(",")
+    threads = int(base["threads"])
+    if threads:
+        torch.set_num_threads(threads)
     if not set(heads) <= set(HEADS):
         raise SystemExit(f"error: --heads must be among {', '.join(HEADS)}")
     rng = np.random.default_rng(0)

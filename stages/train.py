@@ -24,6 +24,8 @@ def main() -> None:
     params = load_params("features", "train")
     cfg, features_cfg = params["train"], params["features"]
     torch.use_deterministic_algorithms(True)
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
     device = torch.device("cpu")
     train_feats, y_train = load_split("train")
     val_feats, y_val = load_split("val")
