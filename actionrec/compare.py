@@ -51,6 +51,16 @@ def dvc(*args: str, timeout: float = 600, stdout_only: bool = False) -> str:
     return stdout if stdout_only else stdout + stderr
 
 
+def check_features_ready() -> None:
+    """Every queued experiment re-runs what is out of date: make sure that is only train and
+    evaluate, not the slow stages before them."""
+    status = json.loads(dvc("status", "--json", timeout=300, stdout_only=True) or "{}")
+    stale = sorted({name.split(":")[-1] for name in status} - {"train", "evaluate"})
+    if stale:
+        raise CompareError(f"stage(s) {', '.join(stale)} not up to date: run 'make repro' (or 'dvc repro') "
+                           "first, or every experiment of the sweep redoes them")
+
+
 def queue_experiments(head: str, seeds: list[int], extra: list[str]) -> list[str]:
     """Queue one experiment per seed for head; their names, as dvc printed them."""
     out = dvc("exp", "run", "--queue", "-S", f"train.head={head}",
@@ -97,20 +107,20 @@ def wait_for_queue(names: list[str], jobs: int, timeout: float, poll: float = 10
                                "(removed with 'dvc queue remove'?); see 'dvc queue status'")
         workerless_polls = workerless_polls + 1 if workers == 0 else 0
         # two polls in a row: a worker that is just starting or just exiting is not lost
-        if workerless_polls >= 2:
-            if "Queued" in mine.values():
-                restarts += 1
-                if restarts > 5:
-                    raise CompareError("the queue worker died 5 times; see 'dvc queue logs NAME' and "
-                                       "the celery logs under .dvc/tmp/exps/celery/")
-                log("queue: experiments are queued but no worker is running (lost worker, e.g. "
-                    "'Unrecoverable error: JSONDecodeError'): starting one again")
-                dvc("queue", "start", "-j", str(jobs), timeout=120)
-                workerless_polls = 0
-            elif workerless_polls >= 3:
-                running = [n for n, s in mine.items() if s == "Running"]
-                log(f"queue: {', '.join(running)} still 'Running' with no worker: given up as lost")
-                lost.update(running)
+        if workerless_polls >= 3 and "Running" in mine.values():
+            running = [n for n, s in mine.items() if s == "Running"]
+            log(f"queue: {', '.join(running)} still 'Running' with no worker: given up as lost "
+                "(see 'dvc queue logs NAME')")
+            lost.update(running)
+        elif workerless_polls >= 2 and "Queued" in mine.values() and "Running" not in mine.values():
+            restarts += 1
+            if restarts > 5:
+                raise CompareError("the queue worker died 5 times; see 'dvc queue logs NAME' and "
+                                   "the celery logs under .dvc/tmp/exps/celery/")
+            log("queue: experiments are queued but no worker is running (lost worker, e.g. "
+                "'Unrecoverable error: JSONDecodeError'): starting one again")
+            dvc("queue", "start", "-j", str(jobs), timeout=120)
+            workerless_polls = 0
         if time.monotonic() > deadline:
             raise CompareError(f"the queue did not finish within {timeout:.0f} s ({report}); it goes on in "
                                "the background: watch 'dvc queue status', then run this again with --collect")
@@ -195,6 +205,7 @@ def main() -> None:
             raise CompareError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
         start = time.monotonic()
         if args.collect is None:
+            check_features_ready()
             names = []
             for head in heads:
                 names += queue_experiments(head, seeds, args.set)
