@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # dvc.yaml's `python` must be the venv's, for dvc and for every stage it runs
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv repro test test-tools report plots push bench ucf101 clean
+.PHONY: venv repro test test-tools report plots push bench compare ucf101 clean
 
 venv: $(VENV)/.installed
 
@@ -56,6 +56,11 @@ plots: venv
 
 bench: venv
 	python bench/extract.py --whole
+	python bench/train.py --heads lstm,gru,transformer,mean
+
+# heads x seeds through `dvc exp run --queue` + `dvc queue start` -> metrics/compare.md
+compare: venv
+	python -m actionrec.compare --heads lstm,gru,transformer,mean --seeds 0,1,2 --out metrics/compare.md
 
 # Real UCF-101 (6.5 GB): download (resumable), check, extract to data/UCF-101, version with DVC.
 # Only this target needs unar (to extract the RAR): installed best-effort, never by `make venv`.

@@ -1,68 +1,161 @@
-"""The temporal classifier (LSTM over frame features) and the order-blind baseline."""
+"""The temporal heads over frame features (lstm, gru, transformer, mean), the feature
+standardisation they share, and the model file."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import nn
 
+HEADS = ("lstm", "gru", "transformer", "mean")
 
-class LSTMClassifier(nn.Module):
-    """[B, T, D] standardised frame features -> [B, C] logits from the last hidden state."""
 
-    def __init__(self, input_dim: int, num_classes: int, hidden_size: int = 256,
-                 num_layers: int = 1, dropout: float = 0.3, bidirectional: bool = False):
+def _projection(input_dim: int, proj_dim: int) -> tuple[nn.Module, int]:
+    """Linear input_dim -> proj_dim, or nothing when proj_dim is 0. Projecting first makes the
+    recurrent layer's input matmul proj_dim x 4H instead of 2048 x 4H, the bulk of its cost."""
+    if proj_dim <= 0:
+        return nn.Identity(), input_dim
+    return nn.Linear(input_dim, proj_dim), proj_dim
+
+
+class RecurrentClassifier(nn.Module):
+    """[B, T, D] standardised frame features -> [B, C] logits from the last hidden state of an
+    LSTM or GRU (cell)."""
+
+    def __init__(self, input_dim: int, num_classes: int, cell: str = "lstm", hidden_size: int = 256,
+                 num_layers: int = 1, dropout: float = 0.3, bidirectional: bool = False,
+                 proj_dim: int = 0):
         super().__init__()
+        self.proj, rnn_in = _projection(input_dim, proj_dim)
+        # dropout after the projection: drawing a mask for every 2048-d input value cost more
+        # than the whole LSTM step (bench/train.py)
         self.input_dropout = nn.Dropout(dropout)
-        self.lstm = nn.LSTM(input_dim, hidden_size, num_layers, batch_first=True,
-                            dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = rnn(rnn_in, hidden_size, num_layers, batch_first=True,
+                       dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
         self.head = nn.Sequential(nn.Dropout(dropout),
                                   nn.Linear(hidden_size * (2 if bidirectional else 1), num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, (hidden, _) = self.lstm(self.input_dropout(x))
+        _, hidden = self.rnn(self.input_dropout(self.proj(x)))
+        if isinstance(hidden, tuple):  # LSTM: (h, c)
+            hidden = hidden[0]
         # hidden: [layers * directions, B, H]; the last layer's state(s) summarise the clip
-        last = hidden[-2:] if self.lstm.bidirectional else hidden[-1:]
+        last = hidden[-2:] if self.rnn.bidirectional else hidden[-1:]
         return self.head(torch.cat(list(last), dim=1))
 
 
-def standardize(features: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                center_clips: bool = False) -> torch.Tensor:
-    """float16 [N, T, D] -> float32 tensor, per-dimension standardised with train statistics.
+class TransformerClassifier(nn.Module):
+    """Projection, learned frame-position embedding, pre-norm transformer encoder, mean over
+    frames, linear. The position embedding is what makes it see the frame order."""
+
+    def __init__(self, input_dim: int, num_classes: int, num_frames: int, proj_dim: int = 128,
+                 num_layers: int = 1, num_heads: int = 4, dropout: float = 0.3):
+        super().__init__()
+        self.proj = nn.Linear(input_dim, proj_dim)
+        self.input_dropout = nn.Dropout(dropout)
+        self.position = nn.Parameter(torch.zeros(1, num_frames, proj_dim))
+        nn.init.normal_(self.position, std=0.02)
+        layer = nn.TransformerEncoderLayer(proj_dim, num_heads, 2 * proj_dim, dropout, batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(proj_dim)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(proj_dim, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.input_dropout(self.proj(x)) + self.position[:, : x.shape[1]]
+        return self.head(self.norm(self.encoder(z).mean(1)))
+
+
+class MeanClassifier(nn.Module):
+    """Order-blind: the average of the frame features, then one linear layer."""
+
+    def __init__(self, input_dim: int, num_classes: int, dropout: float = 0.3):
+        super().__init__()
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(input_dim, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.mean(1))
+
+
+def build_model(meta: dict) -> nn.Module:
+    """The classifier described by a model file's meta (or by train.* params plus
+    feature_dim, num_frames and class_names). Model files from before `head` are LSTMs."""
+    head, dim, classes = meta.get("head", "lstm"), meta["feature_dim"], len(meta["class_names"])
+    if head in ("lstm", "gru"):
+        return RecurrentClassifier(dim, classes, head, meta["hidden_size"], meta["num_layers"],
+                                   meta["dropout"], meta["bidirectional"], meta.get("proj_dim", 0))
+    if head == "transformer":
+        return TransformerClassifier(dim, classes, meta["num_frames"], meta["proj_dim"],
+                                     meta["transformer_layers"], meta["transformer_heads"], meta["dropout"])
+    if head == "mean":
+        return MeanClassifier(dim, classes, meta["dropout"])
+    raise ValueError(f"unknown head {head!r}: expected one of {', '.join(HEADS)}")
+
+
+HEAD_KEYS = {  # the train.* params each head's build_model reads, recorded in the model meta
+    "lstm": ("hidden_size", "num_layers", "bidirectional", "proj_dim"),
+    "gru": ("hidden_size", "num_layers", "bidirectional", "proj_dim"),
+    "transformer": ("proj_dim", "transformer_layers", "transformer_heads"),
+    "mean": (),
+}
+
+
+def uses_centering(cfg: dict) -> bool:
+    """Clip centring leaves the mean head nothing: every centred clip averages to zero."""
+    return bool(cfg["temporal_centering"]) and cfg.get("head", "lstm") != "mean"
+
+
+def prepare(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+            center_clips: bool = False) -> torch.Tensor:
+    """A batch of float16 [B, T, D] features -> float32, per-dimension standardised with the
+    train statistics. Done per batch so that no float32 copy of all features is ever made.
 
     center_clips subtracts each clip's own mean vector: what is left is how the frames
     change over time, without the scene's look. That is the signal on the demo data, whose
     appearance is random per group, and on random-weight features; with ImageNet features on
     real UCF-101 the look is most of the signal, so leave it off there."""
-    z = (features.astype(np.float32) - mean) / std
+    x = features.float()
+    # centring commutes with the per-dimension scaling, so centre first and skip the shift
     if center_clips:
-        z = z - z.mean(axis=1, keepdims=True)
-    return torch.from_numpy(z)
+        return (x - x.mean(dim=1, keepdim=True)) / std
+    return (x - mean) / std
+
+
+def standardize(features: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                center_clips: bool = False) -> torch.Tensor:
+    """float16 [N, T, D] array -> float32 tensor standardised as prepare() does (small sets)."""
+    return prepare(torch.from_numpy(np.asarray(features)), torch.from_numpy(mean),
+                   torch.from_numpy(std), center_clips)
 
 
 def lstm_inputs(features: np.ndarray, meta: dict) -> torch.Tensor:
-    """Backbone features [N, T, D] -> the LSTM's input, prepared exactly as train did it
+    """Backbone features [N, T, D] -> the head's input, prepared exactly as train did it
     (train statistics and centring from the model file's meta)."""
     return standardize(features, meta["feature_mean"].numpy(), meta["feature_std"].numpy(),
                        meta["temporal_centering"])
 
 
-def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and std over all train frames (std floored: dead units stay 0)."""
-    flat = features.reshape(-1, features.shape[-1]).astype(np.float64)
-    mean, std = flat.mean(0), flat.std(0)
+def feature_stats(features: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std over all train frames (std floored: dead units stay 0).
+    Summed in float64 a chunk of clips at a time: no float64 copy of all features."""
+    total = np.zeros(features.shape[-1])
+    squares = np.zeros(features.shape[-1])
+    for start in range(0, len(features), chunk):
+        flat = np.asarray(features[start:start + chunk], dtype=np.float64).reshape(-1, features.shape[-1])
+        total += flat.sum(0)
+        squares += np.square(flat).sum(0)
+    count = max(1, len(features) * int(np.prod(features.shape[1:-1])))
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
     return mean.astype(np.float32), np.maximum(std, 1e-6 * max(std.max(), 1e-12)).astype(np.float32)
 
 
-def build_model(meta: dict) -> LSTMClassifier:
-    """The classifier described by a model file's meta."""
-    return LSTMClassifier(meta["feature_dim"], len(meta["class_names"]), meta["hidden_size"],
-                          meta["num_layers"], meta["dropout"], meta["bidirectional"])
-
-
-def load_checkpoint(path: str, device: torch.device = torch.device("cpu")) -> tuple[LSTMClassifier, dict]:
+def load_checkpoint(path: str, device: torch.device = torch.device("cpu")) -> tuple[nn.Module, dict]:
     """(model in eval mode on device, meta) from models/lstm.pt, loaded with weights_only=True
     onto the CPU first, so a file written on a GPU machine loads anywhere."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(checkpoint["meta"])
-    model.load_state_dict(checkpoint["state_dict"])
+    # model files from before heads named the recurrent layer "lstm"
+    model.load_state_dict({("rnn." + k[5:] if k.startswith("lstm.") else k): v
+                           for k, v in checkpoint["state_dict"].items()})
     return model.eval().to(device), checkpoint["meta"]

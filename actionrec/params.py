@@ -188,11 +188,25 @@ def _check_features(cfg: dict) -> None:
     _number(cfg, "features", "seed", int)
 
 
+TRAIN_HEADS = ("lstm", "gru", "transformer", "mean")  # = actionrec.model.HEADS (no torch import here)
+
+
 def _check_train(cfg: dict) -> None:
+    _choice(cfg, "train", "head", TRAIN_HEADS)
+    _number(cfg, "train", "proj_dim", int, 0)
     _number(cfg, "train", "hidden_size", int, 1)
     _number(cfg, "train", "num_layers", int, 1, 16)
-    _number(cfg, "train", "dropout", float, 0.0, 0.99)
     _flag(cfg, "train", "bidirectional")
+    _number(cfg, "train", "transformer_layers", int, 1, 16)
+    _number(cfg, "train", "transformer_heads", int, 1, 64)
+    if cfg["head"] == "transformer":
+        if cfg["proj_dim"] < 1:
+            raise ParamsError("params.yaml: train.proj_dim must be >= 1 for train.head: transformer "
+                              "(it is the transformer's width)")
+        if cfg["proj_dim"] % cfg["transformer_heads"]:
+            raise ParamsError(f"params.yaml: train.proj_dim ({cfg['proj_dim']}) must be a multiple of "
+                              f"train.transformer_heads ({cfg['transformer_heads']})")
+    _number(cfg, "train", "dropout", float, 0.0, 0.99)
     _flag(cfg, "train", "temporal_centering", auto=True)
     _number(cfg, "train", "lr", float, 1e-8, 10.0)
     _number(cfg, "train", "weight_decay", float, 0.0)
@@ -201,6 +215,7 @@ def _check_train(cfg: dict) -> None:
     _number(cfg, "train", "patience", int, 1)
     _number(cfg, "train", "lr_factor", float, 0.01, 0.99)
     _number(cfg, "train", "lr_patience", int, 0)
+    _number(cfg, "train", "threads", int, 0, 1024)
     _number(cfg, "train", "seed", int)
 
 
@@ -211,6 +226,13 @@ def _check_evaluate(cfg: dict) -> None:
 CHECKS = {"data": _check_data, "synthesize": _check_synthesize, "subset": _check_subset,
           "split": _check_split, "features": _check_features, "train": _check_train,
           "evaluate": _check_evaluate}
+
+
+def check_section(section: str, cfg: dict) -> dict:
+    """A validated copy of one params section (values coerced); raises ParamsError."""
+    cfg = dict(cfg)
+    CHECKS[section](cfg)
+    return cfg
 
 
 def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
@@ -225,9 +247,7 @@ def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, d
     for section in sections:
         if not isinstance(params.get(section), dict):
             raise ParamsError(f"params.yaml: the section {section}: is missing")
-        cfg = dict(params[section])
-        CHECKS[section](cfg)
-        out[section] = cfg
+        out[section] = check_section(section, params[section])
     if "data" in out and "features" in out:
         check_backbone_fits_data(out["data"], out["features"])
     return out

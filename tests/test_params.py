@@ -50,6 +50,9 @@ def test_numbers_written_by_dvc_exp_are_read_as_numbers(tmp_path):
     ("train", "lr", "fast", "train.lr must be a number"),
     ("train", "bidirectional", "yes", "train.bidirectional must be true or false"),
     ("data", "source", "kinetics", "data.source must be one of"),
+    ("train", "head", "tcn", "train.head must be one of lstm, gru, transformer, mean"),
+    ("train", "proj_dim", -1, "train.proj_dim must be >= 0"),
+    ("train", "transformer_heads", 0, "train.transformer_heads must be between 1 and 64"),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(tmp_path, section, key, value, message):
     with pytest.raises(ParamsError, match=message):
@@ -96,3 +99,21 @@ def test_params_loading_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code, str(ROOT / "params.yaml")], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "False"
+
+@pytest.mark.parametrize("changes,message", [
+    ({"head": "transformer", "proj_dim": 0}, "train.proj_dim must be >= 1 for train.head: transformer"),
+    ({"head": "transformer", "proj_dim": 100, "transformer_heads": 8},
+     r"train.proj_dim \(100\) must be a multiple of train.transformer_heads \(8\)"),
+])
+def test_transformer_width_is_checked(tmp_path, changes, message):
+    params = {name: dict(cfg) for name, cfg in DEFAULTS.items()}
+    params["train"].update(changes)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match=message):
+        load_params("train", path=path)
+
+
+def test_lstm_head_ignores_transformer_width(tmp_path):
+    path = write(tmp_path, "train", "proj_dim", 0)  # no projection: fine for lstm, gru and mean
+    assert load_params("train", path=path)["train"]["proj_dim"] == 0

@@ -1,0 +1,89 @@
+"""The training loop as plain functions: arrays in, best weights and a summary out.
+
+Features stay float16 (on the device) and are standardised one mini-batch at a time, so
+no float32 copy of the training set is ever made; the train loss and accuracy logged per
+epoch are the running figures of that epoch's mini-batches, not an extra forward pass."""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+from torch import nn
+
+# cuBLAS needs this for use_deterministic_algorithms on CUDA; must be set before its first use
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def predict_logits(model: nn.Module, x: torch.Tensor, transform: Transform | None = None,
+                   batch_size: int = 256, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """Logits [N, C] (on the CPU) for all of x, a batch at a time, in eval mode."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for batch in x.split(batch_size):
+            batch = batch.to(device)
+            out.append(model(transform(batch) if transform else batch.float()).float().cpu())
+    return torch.cat(out)
+
+
+def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
+        y_val: torch.Tensor, cfg: dict, device: torch.device = torch.device("cpu"), live=None,
+        transform: Transform | None = None, progress: bool = False) -> dict:
+    """Train model with Adam, ReduceLROnPlateau and early stopping on validation loss.
+
+    x_*: [N, T, D] features in any dtype (float16 keeps memory low); transform maps a batch on
+    the device to the model's float32 input (standardisation). cfg: lr, weight_decay,
+    batch_size, max_epochs, patience, lr_factor, lr_patience, seed. live: a dvclive Live or
+    None. Returns best_epoch, epochs_run, best_val_loss, best_val_accuracy and state_dict (the
+    best epoch's weights, on the CPU), and leaves those weights in model."""
+    torch.manual_seed(cfg["seed"])
+    model.to(device)
+    x_train, x_val = x_train.to(device), x_val.to(device)
+    y_train, y_val = y_train.to(device), y_val.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg["lr_factor"],
+                                                           patience=cfg["lr_patience"])
+    generator = torch.Generator().manual_seed(cfg["seed"])
+    best = {"val_loss": float("inf"), "epoch": -1}
+    prep = transform or (lambda batch: batch.float())
+    epochs = range(cfg["max_epochs"])
+    if progress:
+        from tqdm import tqdm
+
+        epochs = tqdm(epochs, desc="train", unit="epoch", leave=False)
+    for epoch in epochs:
+        model.train()
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+        for batch in torch.randperm(len(x_train), generator=generator).split(cfg["batch_size"]):
+            batch = batch.to(device)
+            target = y_train[batch]
+            logits = model(prep(x_train[batch]))
+            loss = nn.functional.cross_entropy(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # accumulated on the device: no host sync per step
+            loss_sum += loss.detach() * len(batch)
+            correct += (logits.detach().argmax(1) == target).sum()
+        train_loss, train_acc = loss_sum.item() / len(x_train), correct.item() / len(x_train)
+        val_logits = predict_logits(model, x_val, prep, device=device)
+        val_loss = nn.functional.cross_entropy(val_logits, y_val.cpu()).item()
+        val_acc = (val_logits.argmax(1) == y_val.cpu()).float().mean().item()
+        scheduler.step(val_loss)
+        if live is not None:
+            for name, value in (("train/loss", train_loss), ("train/accuracy", train_acc),
+                                ("val/loss", val_loss), ("val/accuracy", val_acc),
+                                ("lr", optimizer.param_groups[0]["lr"])):
+                live.log_metric(name, round(value, 6))
+            live.next_step()
+        if val_loss < best["val_loss"]:
+            best = {"val_loss": val_loss, "val_accuracy": val_acc, "epoch": epoch,
+                    "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
+        elif epoch - best["epoch"] >= cfg["patience"]:
+            break
+    model.load_state_dict(best["state_dict"])
+    return {"best_epoch": best["epoch"], "epochs_run": epoch + 1, "best_val_loss": best["val_loss"],
+            "best_val_accuracy": best["val_accuracy"], "state_dict": best["state_dict"]}

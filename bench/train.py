@@ -1,0 +1,76 @@
+"""Training benchmark: seconds per epoch and per run of the train stage's loop on random
+float16 features of the real 25-class subset's shape (2,700 x 16 x 2048 train, 340 val).
+
+    python bench/train.py [--heads lstm,gru,transformer,mean] [--epochs 3] [-S train.KEY=VALUE ...]
+
+Each head trains --epochs epochs with the params.yaml train.* settings (plus -S overrides)
+through actionrec.training.fit, the stage's own loop. Per run = max_epochs x seconds per
+epoch: the most a run can take, since early stopping only cuts epochs. CPU time (all threads
+of this process) is printed beside wall time: on shared cores it is the steadier figure."""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from actionrec.model import HEADS, build_model, prepare
+from actionrec.params import ParamsError, check_section, load_params
+from actionrec.training import fit
+
+
+def random_split(n: int, frames: int, dim: int, classes: int, rng: np.random.Generator):
+    x = torch.from_numpy(rng.standard_normal((n, frames, dim), dtype=np.float32).astype(np.float16))
+    return x, torch.from_numpy(rng.integers(0, classes, n))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--heads", default=None, help="comma-separated; default: train.head")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per head")
+    parser.add_argument("--train", type=int, default=2700)
+    parser.add_argument("--val", type=int, default=340)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--classes", type=int, default=25)
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="train.KEY=VALUE")
+    args = parser.parse_args()
+    base = load_params("train")["train"]
+    for item in args.set:
+        key, _, value = item.partition("=")
+        base[key.removeprefix("train.")] = value
+    heads = (args.heads or base["head"]).split(",")
+    threads = int(base["threads"])
+    if threads:
+        torch.set_num_threads(threads)
+    if not set(heads) <= set(HEADS):
+        raise SystemExit(f"error: --heads must be among {', '.join(HEADS)}")
+    rng = np.random.default_rng(0)
+    x_train, y_train = random_split(args.train, args.frames, args.dim, args.classes, rng)
+    x_val, y_val = random_split(args.val, args.frames, args.dim, args.classes, rng)
+    mean, std = torch.zeros(args.dim), torch.ones(args.dim)
+    print(f"random float16 features: train {tuple(x_train.shape)}, val {tuple(x_val.shape)}, "
+          f"{args.classes} classes; torch threads {torch.get_num_threads()}")
+    for head in heads:
+        try:
+            cfg = check_section("train", {**base, "head": head})
+        except ParamsError as error:
+            raise SystemExit(f"error: {error}") from None
+        meta = {**cfg, "feature_dim": args.dim, "num_frames": args.frames,
+                "class_names": [str(i) for i in range(args.classes)]}
+        model = build_model(meta)
+        center = cfg["temporal_centering"] and head != "mean"
+        start, cpu = time.perf_counter(), time.process_time()
+        fit(model, x_train, y_train, x_val, y_val, {**cfg, "max_epochs": args.epochs, "patience": args.epochs},
+            transform=lambda batch: prepare(batch, mean, std, center))
+        per_epoch = (time.perf_counter() - start) / args.epochs
+        cpu_epoch = (time.process_time() - cpu) / args.epochs
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{head:12s} {per_epoch:7.2f} s/epoch  {per_epoch * cfg['max_epochs']:7.1f} s/run "
+              f"(max_epochs {cfg['max_epochs']})   CPU time {cpu_epoch:6.2f} s/epoch "
+              f"{cpu_epoch * cfg['max_epochs']:7.1f} s/run   {params / 1e6:.2f} M params")
+
+
+if __name__ == "__main__":
+    main()
