@@ -165,7 +165,7 @@ def test_predict_gives_the_probabilities_evaluate_computes(repo):
     for video in test["video"][:2]:
         row = int(np.flatnonzero(videos["video"] == video)[0])
         with torch.no_grad():
-            expected = torch.softmax(model(lstm_inputs(np.asarray(stored[row:row + 1]), meta))[0], 0).numpy()
+            expected = torch.softmax(model(lstm_inputs(np.array(stored[row:row + 1]), meta))[0], 0).numpy()
         out = run([sys.executable, "predict.py", f"data/synthetic/UCF-101/{video}", "--json",
                    "--top-k", str(len(meta["class_names"]))], repo)
         got = {item["label"]: item["confidence"] for item in json.loads(out.strip().splitlines()[-1])["top_k"]}
