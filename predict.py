@@ -35,7 +35,7 @@ def predict(video: str, model_path: str, top_k: int, device_name: str = "auto") 
     import torch
 
     from actionrec.backbone import embed, inference_backbone, resize_crop
-    from actionrec.device import resolve_device
+    from actionrec.device import cpu_has_native_bf16, resolve_device
     from actionrec.model import load_checkpoint, lstm_inputs
     from actionrec.params import ParamsError
     from actionrec.video import VideoError, read_frames
@@ -54,11 +54,14 @@ def predict(video: str, model_path: str, top_k: int, device_name: str = "auto") 
         frames = read_frames(video, meta["num_frames"], meta.get("decoder", "auto"))
     except VideoError as error:
         fail(f"cannot read {video} as a video ({error})")
+    precision = meta["precision"]  # as the features were made, where this machine can run it well
+    if device.type == "cpu" and (precision == "fp16" or (precision == "bf16" and not cpu_has_native_bf16())):
+        precision = "fp32"  # made on a GPU or a bf16 CPU: fp32 here gives the same features within rounding
     try:  # compiling pays over many videos, not one
-        backbone = inference_backbone({**meta, "compile": False}, device)
+        backbone = inference_backbone({**meta, "precision": precision, "compile": False}, device)
     except RuntimeError as error:
         fail(str(error))
-    features = embed(backbone, resize_crop(frames, meta["resize"], meta["crop"]), meta["precision"])
+    features = embed(backbone, resize_crop(frames, meta["resize"], meta["crop"]), precision)
     with torch.no_grad():
         probs = torch.softmax(model(lstm_inputs(features.numpy()[None], meta).to(device))[0], dim=0).cpu()
     top = torch.topk(probs, min(top_k, len(probs)))

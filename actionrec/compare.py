@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HEADS = ("lstm", "gru", "transformer", "mean")
+from actionrec.params import TRAIN_HEADS as HEADS
 FINISHED = ("Success", "Failed")
 
 

@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 import zipfile

@@ -101,8 +101,11 @@ HEAD_KEYS = {  # the train.* params each head's build_model reads, recorded in t
 
 
 def uses_centering(cfg: dict) -> bool:
-    """Clip centring leaves the mean head nothing: every centred clip averages to zero."""
-    return bool(cfg["temporal_centering"]) and cfg.get("head", "lstm") != "mean"
+    """Clip centring leaves the mean head nothing: every centred clip averages to zero.
+    temporal_centering must be resolved to true/false first (stages/train.py resolves auto)."""
+    if not isinstance(cfg["temporal_centering"], bool):
+        raise ValueError(f"temporal_centering must be resolved to a bool, got {cfg['temporal_centering']!r}")
+    return cfg["temporal_centering"] and cfg.get("head", "lstm") != "mean"
 
 
 def prepare(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

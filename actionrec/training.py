@@ -84,6 +84,11 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: t
                     "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
         elif epoch - best["epoch"] >= cfg["patience"]:
             break
+    if "state_dict" not in best:
+        from actionrec.params import UserError
+
+        raise UserError(f"the validation loss was never finite in {epoch + 1} epochs (the run diverged): "
+                        "lower train.lr")
     model.load_state_dict(best["state_dict"])
     return {"best_epoch": best["epoch"], "epochs_run": epoch + 1, "best_val_loss": best["val_loss"],
             "best_val_accuracy": best["val_accuracy"], "state_dict": best["state_dict"]}

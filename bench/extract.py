@@ -47,8 +47,9 @@ def warmed_up_backbone(cfg: dict, device: torch.device) -> torch.nn.Module:
     """The stage's backbone after one batch: compiling and kernel choice are start-up, timed
     with the whole stage (--whole), not here."""
     model = inference_backbone(cfg, device, cfg["batch_frames"])
-    embed(model, torch.zeros((cfg["batch_frames"], 3, cfg["crop"], cfg["crop"]), dtype=torch.uint8),
-          cfg["precision"])
+    if not cfg["compile"]:  # a compiled model already ran one batch to compile
+        embed(model, torch.zeros((cfg["batch_frames"], 3, cfg["crop"], cfg["crop"]), dtype=torch.uint8,
+                                 device=device), cfg["precision"])
     return model
 
 

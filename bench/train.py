@@ -14,8 +14,9 @@ import time
 
 import numpy as np
 import torch
+import yaml
 
-from actionrec.model import HEADS, build_model, prepare
+from actionrec.model import HEADS, build_model, prepare, uses_centering
 from actionrec.params import ParamsError, check_section, load_params
 from actionrec.training import fit
 
@@ -39,7 +40,7 @@ def main() -> None:
     base = load_params("train")["train"]
     for item in args.set:
         key, _, value = item.partition("=")
-        base[key.removeprefix("train.")] = value
+        base[key.removeprefix("train.")] = yaml.safe_load(value)  # numbers and booleans, as dvc exp run -S
     heads = (args.heads or base["head"]).split(",")
     threads = int(base["threads"])
     if threads:
@@ -60,7 +61,8 @@ def main() -> None:
         meta = {**cfg, "feature_dim": args.dim, "num_frames": args.frames,
                 "class_names": [str(i) for i in range(args.classes)]}
         model = build_model(meta)
-        center = cfg["temporal_centering"] and head != "mean"
+        # auto means on for the synthetic demo, whose shape and statistics these features stand in for
+        center = uses_centering({**cfg, "temporal_centering": cfg["temporal_centering"] in (True, "auto")})
         start, cpu = time.perf_counter(), time.process_time()
         fit(model, x_train, y_train, x_val, y_val, {**cfg, "max_epochs": args.epochs, "patience": args.epochs},
             transform=lambda batch: prepare(batch, mean, std, center))
