@@ -1,7 +1,6 @@
 """Stage train: a temporal head (train.head) over the frame features -> models/lstm.pt,
 dvclive per-epoch logs, metrics/train.json."""
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +21,6 @@ FEATURE_META = ("num_frames", "backbone", "weights", "weights_sha256", "precisio
 def main() -> None:
     params = load_params("data", "features", "train")
     cfg, data = params["train"], params["data"]
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     device = resolve_device(params["features"]["device"])
     torch.use_deterministic_algorithms(True)
     if cfg["threads"]:
