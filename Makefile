@@ -72,4 +72,4 @@ ucf101: venv
 	dvc add data/UCF-101
 
 clean:
-	rm -rf data/features-partial
+	rm -rf data/features-store

@@ -7,6 +7,7 @@ ignores frame order cannot tell the two classes of a pair apart.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import av
@@ -38,7 +39,7 @@ def _scene(rng: np.random.Generator, width: int, height: int) -> dict:
     yy, xx = np.mgrid[0:bg_h, 0:bg_w].astype(np.float32)
     top, bottom = rng.uniform(25, 120, size=(2, 3))  # darker than the objects
     angle = rng.uniform(0, np.pi)
-    ramp = (np.cos(angle) * xx / bg_w + np.sin(angle) * yy / bg_h + 1) / 2
+    ramp = (math.cos(angle) * xx / bg_w + math.sin(angle) * yy / bg_h + 1) / 2
     bg = top * (1 - ramp[..., None]) + bottom * ramp[..., None]
     for _ in range(rng.integers(3, 7)):  # static clutter, so the background has texture
         cx, cy = rng.uniform(0, bg_w), rng.uniform(0, bg_h)
@@ -75,7 +76,7 @@ def _pose(motion: str, t: float, jitter: np.ndarray) -> dict:
         angle = 1.5 * np.pi * t * a
     elif motion == "orbit":
         phi = 2 * np.pi * (0.85 * t + 0.05 * b) - np.pi / 2  # starts near the top
-        x, y = 90 * np.cos(phi), 70 * np.sin(phi)
+        x, y = 90 * math.cos(phi), 70 * math.sin(phi)
     elif motion == "fade":
         alpha = t
     elif motion == "stretch":
@@ -87,9 +88,9 @@ def _pose(motion: str, t: float, jitter: np.ndarray) -> dict:
         x = 20 + 100 * t * a  # second copy drawn mirrored at -x
     elif motion == "spiral":
         phi = 3 * np.pi * t + 0.3 * b
-        x, y = 100 * t * np.cos(phi), 80 * t * np.sin(phi)
+        x, y = 100 * t * math.cos(phi), 80 * t * math.sin(phi)
     elif motion == "shake":
-        x = 60 * np.sin(6 * np.pi * t) * a
+        x = 60 * math.sin(6 * np.pi * t) * a
     return {"x": x, "y": y, "scale": scale, "angle": angle, "alpha": alpha, "stretch": stretch,
             "zoom": zoom, "mirror": motion == "split"}
 
@@ -105,7 +106,7 @@ def _draw(scene: dict, pose: dict, width: int, height: int, grid: tuple) -> np.n
     frame = bg[by, bx]
     centres = [(pose["x"], pose["y"])] + ([(-pose["x"], pose["y"])] if pose["mirror"] else [])
     radius = scene["radius"] * pose["scale"]
-    cos, sin = np.cos(pose["angle"]), np.sin(pose["angle"])
+    cos, sin = math.cos(pose["angle"]), math.sin(pose["angle"])
     for cx, cy in centres:
         u, v = sx - cx, sy - cy
         u, v = cos * u + sin * v, -sin * u + cos * v  # rotate into the object's frame
@@ -147,16 +148,47 @@ def render_clip(motion: str, backwards: bool, scene: dict, rng: np.random.Genera
     return frames[::-1].copy() if backwards else frames
 
 
+def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
+    """uint8 RGB [H, W, 3] (H, W even) -> the yuv420p planes stacked as [H * 3 / 2, W]: BT.601
+    limited range in integer arithmetic, chroma averaged over 2x2 pixels. Done here rather than
+    by FFmpeg's swscale, whose SIMD paths round differently from CPU to CPU."""
+    rgb = frame.astype(np.int32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    u = -38 * r - 74 * g + 112 * b
+    v = 112 * r - 94 * g - 18 * b
+    h, w = y.shape
+
+    def subsample(c: np.ndarray) -> np.ndarray:  # the sum of each 2x2 block, then one rounding
+        block = c.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3))
+        return ((block + 512) >> 10) + 128
+
+    u, v = subsample(u), subsample(v)
+    return np.concatenate([y, u.reshape(h // 4, w), v.reshape(h // 4, w)]).astype(np.uint8)
+
+
+# The same bytes on every machine: one encoder thread (with several, the output depends on the
+# core count), the C DCT/IDCT (FFmpeg picks SIMD versions by CPU, which round differently) and
+# no version strings in the file: the options FFmpeg's own regression tests encode with.
+ENCODER_OPTIONS = {"threads": "1", "flags": "+bitexact", "dct": "fastint", "idct": "simple"}
+
+
 def write_avi(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Write MPEG-4 part 2 in AVI, the codec and container of UCF-101; atomic rename."""
+    """Write MPEG-4 part 2 in AVI, the codec and container of UCF-101, byte-identical on any
+    machine (ENCODER_OPTIONS, rgb_to_yuv420p); atomic rename. Width and height must be even."""
     tmp = path.with_name(path.name + ".tmp.avi")
-    with av.open(str(tmp), mode="w", format="avi") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"frames must have an even width and height for yuv420p, got {width}x{height}")
+    with av.open(str(tmp), mode="w", format="avi", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("mpeg4", rate=fps, options=ENCODER_OPTIONS)
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = 600_000
+        stream.codec_context.thread_count = 1
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            picture = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

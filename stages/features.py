@@ -1,17 +1,18 @@
-"""Stage features: num_frames frames of every video in data/metadata.csv through the frozen
+"""Stage features: num_frames frames of every video in data/video_list.csv through the frozen
 backbone -> data/features/features.npy (float16 [N, T, D], memory-mappable), videos.csv (the
-metadata rows of those N videos, in row order) and info.json (what made them).
+N videos, in row order) and info.json (what made them).
 
-Features do not depend on the split: train and evaluate join data/splits/*.csv to videos.csv
-by video, so a split change never re-extracts. Finished videos are saved in chunks under
-data/features-partial/<fingerprint>/ (not a DVC output, so DVC leaves it alone): an
-interrupted run resumes there, and the fingerprint changes with anything that changes the
-values (params, code, torch, weights, videos), so stale chunks are never mixed in. The
-outputs appear only at the end, by renaming a finished folder."""
+Features depend on the videos and the feature params only: not on labels, groups or the
+split (train and evaluate join data/splits/*.csv to videos.csv by video). Each video's
+features are kept, as soon as they are computed, in a store outside DVC's outputs:
+data/features-store/<fingerprint>/<SHA-256 of the video file>.npy. The fingerprint changes
+with anything that changes the values (params, code, torch, weights, device type), so a
+store entry is only ever reused for identical inputs. So adding a class, raising
+subset.videos_per_class or an interrupted run decodes only the videos that have no features
+yet; the outputs appear only at the end, by renaming a finished folder."""
 import hashlib
 import json
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -27,57 +28,62 @@ from actionrec.extract import Throughput, atomic_save_npy, iter_features
 from actionrec.params import ParamsError, UserError, load_params, run_stage
 from actionrec.video import decord_available
 
-OUT, PARTIAL, CHUNK = Path("data/features"), Path("data/features-partial"), 64
+OUT, STORE, VIDEO_LIST = Path("data/features"), Path("data/features-store"), Path("data/video_list.csv")
 # the params that change feature values (dvc.yaml lists the same keys); the rest only speed
-RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "resize", "crop", "decoder", "seed")
+RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "resize", "crop", "seed")
 CODE = ("stages/features.py", "actionrec/video.py", "actionrec/backbone.py", "actionrec/extract.py",
         "actionrec/device.py")
 
 
-def fingerprint(info: dict, videos: pd.DataFrame, root: Path) -> str:
-    """Changes when anything that changes the features changes: then old chunks are unusable."""
-    def stat(path: Path) -> tuple[int, int]:
-        return (path.stat().st_size, path.stat().st_mtime_ns) if path.exists() else (-1, -1)
-
+def fingerprint(info: dict) -> str:
+    """Changes when anything but the video itself changes the features: then stored features
+    are not reused."""
     code = {name: sha256_of(Path(name)) for name in CODE if Path(name).exists()}
-    blob = json.dumps([info, code, [(v, stat(root / v)) for v in videos["video"]]], sort_keys=True)
+    blob = json.dumps([info, code], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def extract_all(model, paths: list[str], cfg: dict, partial: Path) -> tuple[np.ndarray, list[str]]:
-    """Features for all paths (float16 [N, T, D]) and an error per path ("" when fine)."""
-    feats = np.zeros((len(paths), cfg["num_frames"], model.feature_dim), np.float16)
+def store_path(store: Path, video: Path) -> Path | None:
+    """Where the features of this video file go in the store (by content, so a renamed or
+    moved file is still found); None when the file cannot be read (decoding reports why)."""
+    try:
+        return store / f"{sha256_of(video)[:32]}.npy"
+    except OSError:
+        return None
+
+
+def extract_all(model_factory, paths: list[str], cfg: dict, store: Path,
+                ) -> tuple[np.ndarray | None, list[str], int]:
+    """Features of all paths (float16 [N, T, D]), an error per path ("" when fine) and the
+    number of videos extracted now (the others come from the store, or failed). model_factory()
+    builds the backbone, only when some video needs it."""
+    stored = [store_path(store, Path(p)) for p in tqdm(paths, desc="hashing videos", unit="video", leave=False)]
+    todo = [i for i, entry in enumerate(stored) if entry is None or not entry.exists()]
+    features: list[np.ndarray | None] = [None] * len(paths)
     errors = [""] * len(paths)
-    todo = []
-    for start in range(0, len(paths), CHUNK):
-        chunk = partial / f"chunk_{start // CHUNK:05d}.npz"
-        if chunk.exists():  # finished by an earlier, interrupted run
-            saved = np.load(chunk)
-            feats[start:start + CHUNK], errors[start:start + CHUNK] = saved["feats"], list(saved["errors"])
-        else:
-            todo.extend(range(start, min(start + CHUNK, len(paths))))
-    if len(todo) < len(paths):
-        print(f"resuming: {len(paths) - len(todo)} videos already done in {partial}")
-    left = Counter(i // CHUNK for i in todo)  # videos still to come, per chunk
-    speed = Throughput()
-    bar = tqdm(total=len(todo), desc="features", unit="video")
-    for local_index, features, error in iter_features(model, [paths[i] for i in todo], cfg):
-        position = todo[local_index]
-        if features is not None:
-            feats[position] = features.astype(np.float16)
-        errors[position] = error
-        bar.set_postfix(frames_per_s=f"{speed.add(cfg['num_frames'] if error == '' else 0):.1f}")
-        bar.update()
-        chunk_id = position // CHUNK
-        left[chunk_id] -= 1
-        if left[chunk_id] == 0:
-            rows = slice(chunk_id * CHUNK, min((chunk_id + 1) * CHUNK, len(paths)))
-            tmp = partial / f"chunk_{chunk_id:05d}.tmp.npz"
-            np.savez(tmp, feats=feats[rows], errors=np.array(errors[rows]))
-            tmp.replace(partial / f"chunk_{chunk_id:05d}.npz")
-    bar.close()
-    print(f"extracted {len(todo)} videos at {speed.add(0):.1f} frames/s")
-    return feats, errors
+    extracted = 0
+    if todo:
+        model = model_factory()
+        speed = Throughput()
+        bar = tqdm(total=len(todo), desc="features", unit="video")
+        for local_index, feats, error in iter_features(model, [paths[i] for i in todo], cfg):
+            position = todo[local_index]
+            errors[position] = error
+            if feats is not None:
+                features[position] = feats.astype(np.float16)
+                extracted += 1
+                if stored[position] is not None:  # kept at once: an interrupted run resumes here
+                    atomic_save_npy(stored[position], features[position])
+            bar.set_postfix(frames_per_s=f"{speed.add(cfg['num_frames'] if error == '' else 0):.1f}")
+            bar.update()
+        bar.close()
+        print(f"extracted {extracted} videos at {speed.add(0):.1f} frames/s")
+    print(f"reused {len(paths) - len(todo)} videos from {store}")
+    for i, entry in enumerate(stored):
+        if features[i] is None and not errors[i]:
+            features[i] = np.load(entry)
+    done = [f for f in features if f is not None]
+    return (np.stack(done) if done else None), errors, extracted
 
 
 def main() -> None:
@@ -87,19 +93,26 @@ def main() -> None:
     if cfg["decoder"] == "decord" and not decord_available():
         raise ParamsError("features.decoder is decord but decord is not installed (it has no wheel for "
                           "this platform): set features.decoder: auto or pyav")
-    videos = pd.read_csv("data/metadata.csv")
+    videos = pd.read_csv(VIDEO_LIST, keep_default_na=False)["video"]
     path = weights_file(cfg["weights"], cfg["backbone"])
     info = {**{k: cfg[k] for k in RESULT_KEYS}, "device": cfg["device"],
             "weights_sha256": sha256_of(path) if path and path.is_file() else None,
             "torch": torch.__version__, "torchvision": torchvision.__version__}
-    partial = PARTIAL / fingerprint({k: v for k, v in info.items() if k != "device"}, videos, root)
-    partial.mkdir(parents=True, exist_ok=True)
+    store = STORE / fingerprint({**{k: v for k, v in info.items() if k != "device"},
+                                 "device_type": device.type})
+    store.mkdir(parents=True, exist_ok=True)
     print(f"features on {device} in {cfg['precision']}, {cfg['num_workers']} decode worker(s), "
           f"batches of {cfg['batch_frames']} frames")
-    model = inference_backbone(cfg, device, cfg["batch_frames"])
-    feats, errors = extract_all(model, [str(root / v) for v in videos["video"]], cfg, partial)
 
-    failed = pd.DataFrame({"video": videos["video"], "error": errors})
+    def model_factory():
+        return inference_backbone(cfg, device, cfg["batch_frames"])
+
+    paths = [str(root / v) for v in videos]
+    feats, errors, extracted = extract_all(model_factory, paths, cfg, store)
+    # a decoder may quote the path it was given: git keeps the list, so no path of this machine
+    errors = [error.replace(path, video) for error, path, video in zip(errors, paths, videos)]
+
+    failed = pd.DataFrame({"video": videos, "error": errors})
     failed = failed[failed["error"] != ""]
     Path("metrics").mkdir(exist_ok=True)
     failed.to_csv("metrics/failed_videos.csv", index=False)
@@ -107,6 +120,8 @@ def main() -> None:
         raise UserError(f"{len(failed)} of {len(videos)} videos could not be decoded (more than "
                         f"features.max_failed_fraction={cfg['max_failed_fraction']}): see "
                         "metrics/failed_videos.csv; fix or remove them, or raise the limit")
+    if feats is None:
+        raise UserError(f"none of the {len(videos)} videos could be decoded: see metrics/failed_videos.csv")
 
     if info["weights_sha256"] is None and cfg["weights"] != "none":  # downloaded just now
         info["weights_sha256"] = sha256_of(weights_file(cfg["weights"], cfg["backbone"]))
@@ -115,15 +130,14 @@ def main() -> None:
     tmp = OUT.with_name(OUT.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    atomic_save_npy(tmp / "features.npy", feats[ok])
-    videos[ok].to_csv(tmp / "videos.csv", index=False)
+    atomic_save_npy(tmp / "features.npy", feats)
+    videos[ok].to_frame().to_csv(tmp / "videos.csv", index=False)
     (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(OUT, ignore_errors=True)
     tmp.replace(OUT)
-    shutil.rmtree(partial)
     summary = {"videos": int(ok.sum()), "failed_videos": len(failed), "frames": int(ok.sum()) * cfg["num_frames"],
-               **{k: info[k] for k in ("feature_dim", "num_frames", "backbone", "weights", "precision",
-                                       "decoder", "device")}}
+               "extracted_videos": extracted, "reused_videos": int(ok.sum()) - extracted,
+               **{k: info[k] for k in ("feature_dim", "num_frames", "backbone", "weights", "precision", "device")}}
     Path("metrics/features.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 

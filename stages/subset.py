@@ -1,4 +1,6 @@
-"""Stage subset: pick the classes and up to videos_per_class clips each -> data/metadata.csv."""
+"""Stage subset: pick the classes and up to videos_per_class clips each -> data/metadata.csv,
+and data/video_list.csv, the same videos sorted by path without labels or groups: all that the
+features stage depends on, so relabelling or regrouping never re-runs it."""
 import json
 import sys
 from pathlib import Path
@@ -41,6 +43,7 @@ def main() -> None:
                            cfg["seed"])
     Path("data").mkdir(exist_ok=True)
     subset.to_csv("data/metadata.csv", index=False)
+    subset[["video"]].sort_values("video").to_csv("data/video_list.csv", index=False)
     not_used = sum(skipped.values()) if skipped else len(warn)
     summary = {"classes": int(subset["label"].nunique()), "videos": len(subset),
                "videos_found": len(clips), "files_not_used": not_used, **skipped}

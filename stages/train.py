@@ -14,8 +14,7 @@ from actionrec.params import load_params, run_stage
 from actionrec.training import fit
 
 # what predict.py needs to make features exactly as the features stage made them
-FEATURE_META = ("num_frames", "backbone", "weights", "weights_sha256", "precision", "resize", "crop",
-                "decoder", "seed")
+FEATURE_META = ("num_frames", "backbone", "weights", "weights_sha256", "precision", "resize", "crop", "seed")
 
 
 def main() -> None:

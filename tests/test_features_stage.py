@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pandas as pd
 import torch
 import yaml
 
+from actionrec.download import sha256_of
 from actionrec.extract import iter_features
 from actionrec.synthetic import write_avi
 from tests.conftest import ROOT, SAMPLE_VIDEOS, tiny_video
@@ -22,14 +25,18 @@ TINY_FEATURES = {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 8, "
                  "compile": False}
 
 
-def write_metadata(tmp_path: Path, videos: list[str]) -> None:
-    rows = pd.DataFrame({"video": videos, "label": 0, "class_name": "x", "group": range(len(videos)), "clip": 1})
+def write_video_list(tmp_path: Path, videos: list[str]) -> None:
+    """data/video_list.csv as the subset stage writes it: the features stage's list of videos."""
     (tmp_path / "data").mkdir(exist_ok=True)
-    rows.to_csv(tmp_path / "data/metadata.csv", index=False)
+    pd.DataFrame({"video": sorted(videos)}).to_csv(tmp_path / "data/video_list.csv", index=False)
+
+
+def stored_features(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "data/features-store").rglob("*.npy"))
 
 
 def make_dataset(tmp_path: Path) -> Path:
-    """data.root with good clips and every kind of bad file, and a metadata.csv naming them all."""
+    """data.root with good clips and every kind of bad file, and a video list naming them all."""
     root = tmp_path / "videos"
     good = [tiny_video(root / f"Good/v_Good_g0{g}_c01.avi", frames=12) for g in range(1, 7)]
     odd = {
@@ -43,7 +50,7 @@ def make_dataset(tmp_path: Path) -> Path:
     for rel, make in odd.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         make(root / rel)
-    write_metadata(tmp_path, [str(p.relative_to(root)) for p in good] + list(odd))
+    write_video_list(tmp_path, [str(p.relative_to(root)) for p in good] + list(odd))
     return root
 
 
@@ -68,12 +75,14 @@ def test_broken_videos_are_listed_and_decodable_ones_get_features(tmp_path):
     assert error.startswith("error: 2 of 11 videos could not be decoded") and "failed_videos.csv" in error
     assert "Traceback" not in refused.stderr
     assert not (tmp_path / "data/features").exists()  # nothing DVC could take as complete
-    assert list((tmp_path / "data/features-partial").rglob("chunk_*.npz"))  # finished work kept
+    decodable = [p for p in root.rglob("*.avi") if not p.parent.name == "Bad"]
+    # finished work kept: one entry per distinct decodable file (the six good clips are identical)
+    assert len(stored_features(tmp_path)) == len({sha256_of(p) for p in decodable}) == 4
 
     write_params(tmp_path, root, max_failed_fraction=0.5)
     result = run_stage(tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "resuming: 11 videos already done" in result.stdout
+    assert "reused 9 videos" in result.stdout and "extracted 0 videos" in result.stdout
     failed = pd.read_csv(tmp_path / "metrics/failed_videos.csv")
     assert list(failed.columns) == ["video", "error"]
     assert sorted(failed["video"]) == ["Bad/v_Bad_g01_c01.avi", "Bad/v_Bad_g02_c01.avi"]
@@ -83,13 +92,16 @@ def test_broken_videos_are_listed_and_decodable_ones_get_features(tmp_path):
     feats = np.load(tmp_path / "data/features/features.npy", mmap_mode="r")
     assert feats.shape == (9, 4, 2048) and feats.dtype == np.float16
     assert np.isfinite(feats.astype(np.float32)).all() and (np.abs(feats.astype(np.float32)).sum(axis=(1, 2)) > 0).all()
-    assert not list((tmp_path / "data/features-partial").rglob("chunk_*.npz"))  # cleaned up when done
+    summary = json.loads((tmp_path / "metrics/features.json").read_text())
+    assert (summary["extracted_videos"], summary["reused_videos"], summary["failed_videos"]) == (0, 9, 2)
+    # no path of this machine in what git keeps
+    assert str(tmp_path) not in (tmp_path / "metrics/failed_videos.csv").read_text()
 
 
 def test_the_stage_completes_with_the_compiler_hidden(tmp_path):
     """compile: auto on a machine with only Python: one warning line, eager, same outputs."""
     root = tmp_path / "videos"
-    write_metadata(tmp_path, [str(tiny_video(root / f"A/v_A_g0{g}_c01.avi", frames=6).relative_to(root))
+    write_video_list(tmp_path, [str(tiny_video(root / f"A/v_A_g0{g}_c01.avi", frames=6).relative_to(root))
                               for g in range(1, 4)])
     write_params(tmp_path, root, compile="auto")
     empty_bin = tmp_path / "bin"  # a PATH with no g++/c++/gcc/cc
@@ -105,7 +117,7 @@ def test_the_stage_completes_with_the_compiler_hidden(tmp_path):
 
 def test_cuda_without_a_gpu_is_a_one_line_error_naming_the_key(tmp_path):
     root = tmp_path / "videos"
-    write_metadata(tmp_path, [str(tiny_video(root / "A/v_A_g01_c01.avi", frames=6).relative_to(root))])
+    write_video_list(tmp_path, [str(tiny_video(root / "A/v_A_g01_c01.avi", frames=6).relative_to(root))])
     write_params(tmp_path, root, device="cuda")
     result = run_stage(tmp_path)
     if torch.cuda.is_available():  # a machine with a GPU runs it
@@ -141,40 +153,43 @@ def test_row_i_holds_video_i_when_videos_span_batches_and_some_fail(tmp_path):
     spec = importlib.util.spec_from_file_location("features_stage", ROOT / "stages/features.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
-    partial = tmp_path / "partial"
-    partial.mkdir()
-    feats, errors = stage.extract_all(PixelLevel(), paths, cfg, partial)
-    assert [bool(e) for e in errors] == [False, False, False, True, False, False, False]
-    for i in (0, 1, 2, 4, 5, 6):
-        assert np.allclose(feats[i, :, 0].astype(np.float32), [30 * i + 8 * j for j in range(4)], atol=3), i
+    store = tmp_path / "store"
+    store.mkdir()
+    feats, errors, extracted = stage.extract_all(PixelLevel, paths, cfg, store)
+    assert [bool(e) for e in errors] == [False, False, False, True, False, False, False] and extracted == 6
+    for row, i in enumerate((0, 1, 2, 4, 5, 6)):  # one row per decodable video, in order
+        assert np.allclose(feats[row, :, 0].astype(np.float32), [30 * i + 8 * j for j in range(4)], atol=3), i
     streamed = {index: f[:, 0] for index, f, _ in iter_features(PixelLevel(), paths, cfg) if f is not None}
     assert sorted(streamed) == [0, 1, 2, 4, 5, 6]
 
 
-def test_sigkill_after_a_saved_chunk_then_resume_skips_those_videos(tmp_path):
-    """Kill the stage once its first chunk of 64 videos is on disk: the next run reuses
-    exactly those 64 and extracts only the rest."""
+def test_sigkill_then_resume_extracts_only_the_videos_not_yet_stored(tmp_path):
+    """Kill the stage once some videos' features are stored: the next run reuses exactly
+    those and extracts only the rest, and the result equals an extraction in one go."""
     root = tmp_path / "videos"
-    source = tiny_video(tmp_path / "source.avi", frames=4, width=32, height=32)
-    videos = []
-    for i in range(140):
-        (root / "A").mkdir(parents=True, exist_ok=True)
-        os.link(source, root / f"A/v_A_g{i:03d}_c01.avi")
-        videos.append(f"A/v_A_g{i:03d}_c01.avi")
-    write_metadata(tmp_path, videos)
+    videos = [f"A/v_A_g{i:03d}_c01.avi" for i in range(60)]
+    (root / "A").mkdir(parents=True)
+    for i, video in enumerate(videos):  # distinct content: the store is keyed by the file's bytes
+        write_avi(root / video, np.stack([np.full((32, 32, 3), (4 * i + 40 * j) % 256, np.uint8)
+                                          for j in range(4)]), 25)
+    write_video_list(tmp_path, videos)
     write_params(tmp_path, root, num_frames=2, resize=32, crop=32, batch_frames=16, num_workers=0)
     proc = subprocess.Popen([sys.executable, str(ROOT / "stages/features.py")], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while not list((tmp_path / "data/features-partial").rglob("chunk_00000.npz")) and time.time() < deadline:
-        assert proc.poll() is None, "the stage ended before its first chunk was seen"
-        time.sleep(0.02)
+    while not stored_features(tmp_path) and time.time() < deadline:
+        assert proc.poll() is None, "the stage ended before any video was stored"
+        time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    chunks = sorted(p.name for p in (tmp_path / "data/features-partial").rglob("chunk_*.npz"))
-    assert chunks and chunks[-1] != "chunk_00002.npz", "killed too late: every chunk was done"
+    done = len(stored_features(tmp_path))
+    assert 0 < done < len(videos), f"killed too late: {done} of {len(videos)} videos were done"
     result = run_stage(tmp_path)
     assert result.returncode == 0, result.stderr
-    assert f"resuming: {64 * len(chunks)} videos already done" in result.stdout
-    assert f"extracted {140 - 64 * len(chunks)} videos" in result.stdout
-    assert np.load(tmp_path / "data/features/features.npy").shape == (140, 2, 2048)
+    assert f"reused {done} videos" in result.stdout and f"extracted {len(videos) - done} videos" in result.stdout
+    resumed = np.load(tmp_path / "data/features/features.npy")
+    assert resumed.shape == (len(videos), 2, 2048)
+
+    shutil.rmtree(tmp_path / "data/features-store")  # the same videos in one go, from nothing
+    assert run_stage(tmp_path).returncode == 0
+    assert np.array_equal(np.load(tmp_path / "data/features/features.npy"), resumed)

@@ -106,8 +106,15 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(repo):
     assert (repo / "plots/confusion_test.csv").read_text().startswith("actual,predicted")
     assert (repo / "metrics/failed_videos.csv").read_text().strip() == "video,error"
 
+    assert (first["features.json"]["extracted_videos"], first["features.json"]["reused_videos"]) == (len(metadata), 0)
+
     run(["dvc", "repro", "-f"], repo)
-    assert read_metrics(repo) == first, "a forced re-run changed the metrics"
+    again = read_metrics(repo)
+    assert again["features.json"].pop("reused_videos") == len(metadata)  # the store served them all
+    assert again["features.json"].pop("extracted_videos") == 0
+    assert again == {**first, "features.json": {k: v for k, v in first["features.json"].items()
+                                                if k not in ("extracted_videos", "reused_videos")}}, \
+        "a forced re-run changed the metrics"
     assert np.array_equal(np.load(repo / "data/features/features.npy"), features)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "repro")
@@ -144,10 +151,63 @@ def back_to_head(repo: Path) -> None:
     run(["dvc", "checkout"], repo)
 
 
-def test_pyav_decoder_runs_the_whole_pipeline(repo):
-    out = run(["dvc", "exp", "run", "--force", "-S", "features.decoder=pyav"], repo)
+def features_by_video(repo: Path) -> dict[str, np.ndarray]:
+    table = np.load(repo / "data/features/features.npy")
+    return dict(zip(pd.read_csv(repo / "data/features/videos.csv")["video"], table))
+
+
+def test_only_new_videos_are_extracted_and_the_result_equals_a_fresh_extraction(repo):
+    """Features depend on the videos and the feature params, not on labels, groups or the
+    split: raising videos_per_class or adding a class decodes only the videos that have no
+    features yet, and what comes out equals an extraction from nothing."""
+    back_to_head(repo)  # the committed params (earlier tests applied experiments)
+    fresh = features_by_video(repo)  # the first repro's: every video of 3 classes, from nothing
+    store = repo / "data/features-store"
+    shutil.move(store, repo / "store-aside")  # start with nothing stored
+    counts = lambda: {k: json.loads((repo / "metrics/features.json").read_text())[k]  # noqa: E731
+                      for k in ("videos", "extracted_videos", "reused_videos")}
+    try:
+        run(["dvc", "exp", "run", "-S", "subset.videos_per_class=3"], repo)
+        assert counts() == {"videos": 9, "extracted_videos": 9, "reused_videos": 0}
+        out = run(["dvc", "exp", "run", "-S", "subset.videos_per_class=4"], repo)
+        assert "Running stage 'features'" in out
+        assert counts() == {"videos": 12, "extracted_videos": 3, "reused_videos": 9}
+        # a fourth class: synthesize renders every clip again, byte for byte, and adds its 4
+        out = run(["dvc", "exp", "run", "-S", "synthesize.num_classes=4", "-S", "subset.num_classes=4",
+                   "-S", "subset.videos_per_class=4"], repo)
+        assert "Running stage 'synthesize'" in out
+        assert counts() == {"videos": 16, "extracted_videos": 4, "reused_videos": 12}
+        incremental = features_by_video(repo)
+        assert all(np.array_equal(incremental[v], fresh[v]) for v in incremental if v in fresh)
+        shutil.rmtree(store)
+        run(["dvc", "repro", "-f", "-s", "features"], repo)  # the same 16 videos from nothing
+        assert counts() == {"videos": 16, "extracted_videos": 16, "reused_videos": 0}
+        from_nothing = features_by_video(repo)
+        assert incremental.keys() == from_nothing.keys()
+        assert all(np.array_equal(incremental[v], from_nothing[v]) for v in incremental)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.move(repo / "store-aside", store)
+    back_to_head(repo)
+
+
+def test_the_decoder_is_a_speed_choice_and_pyav_runs_the_whole_pipeline(repo):
+    """Decoders give the same frames, so features.decoder re-extracts nothing; forced, with
+    no stored features, PyAV decodes every video and the features come out the same."""
+    before = np.load(repo / "data/features/features.npy")
+    out = run(["dvc", "exp", "run", "-S", "features.decoder=pyav"], repo)
+    assert "Stage 'features' didn't change" in out
+    store = repo / "data/features-store"
+    shutil.move(store, repo / "store-aside")
+    try:
+        out = run(["dvc", "exp", "run", "--force", "-S", "features.decoder=pyav"], repo)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.move(repo / "store-aside", store)
     assert stages_run(out) == {"synthesize", "subset", "split", "features", "train", "evaluate"}
-    assert json.loads((repo / "metrics/features.json").read_text())["decoder"] == "pyav"
+    summary = json.loads((repo / "metrics/features.json").read_text())
+    assert summary["extracted_videos"] == summary["videos"] == len(before)
+    assert np.array_equal(np.load(repo / "data/features/features.npy"), before)
     assert json.loads((repo / "metrics/evaluate.json").read_text())["test_videos"] > 0
 
 
@@ -204,12 +264,12 @@ def test_sigkill_during_features_then_repro_completes(repo):
     import time
 
     env = tool_env()
-    partial = repo / "data/features-partial"
-    shutil.rmtree(partial, ignore_errors=True)
+    store = repo / "data/features-store"
+    shutil.rmtree(store, ignore_errors=True)
     proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "features"], cwd=repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
-    while not partial.exists() and proc.poll() is None and time.time() < deadline:
+    while not list(store.rglob("*.npy")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the stage finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
