@@ -1,0 +1,90 @@
+"""How much do features differ from machine to machine? The measurements behind make verify's
+tolerances (actionrec/verify.py TOLERANCE).
+
+    python bench/tolerance.py
+
+Extracts the reference clips (as `make verify` picks them from data/video_list.csv; run `make
+repro` first) once per configuration, each in its own process so that the environment
+variables that pick torch's and oneDNN's instruction set take effect: fp32 with AVX-512, AVX2
+and SSE4.1 kernels (a CPU without AVX-512, or an older one, simulated on this one), 1 or 2
+threads, eager or torch.compile; bf16 (native where the CPU has AVX512-BF16/AMX, emulated with
+the AVX2/AVX-512 kernels), fp16. Prints, per configuration, the max relative L2 distance of a
+frame feature from fp32/eager/all-threads/native-ISA, and, for scale, the smallest distance
+between frames of different clips and between two sampled frames of one clip."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CONFIGS = [  # (name, precision, threads, compile, environment)
+    ("fp32, native ISA, 2 threads, eager (reference)", "fp32", 2, False, {}),
+    ("fp32, native ISA, 1 thread", "fp32", 1, False, {}),
+    ("fp32, native ISA, compiled", "fp32", 2, True, {}),
+    ("fp32, AVX2 kernels", "fp32", 2, False, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    ("fp32, AVX2 kernels, 1 thread", "fp32", 1, False,
+     {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    ("fp32, SSE4.1 kernels", "fp32", 2, False, {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}),
+    ("bf16, native ISA", "bf16", 2, False, {}),
+    ("bf16, AVX-512 without BF16 (emulated)", "bf16", 2, False, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}),
+    ("bf16, AVX2 kernels (emulated)", "bf16", 2, False, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    ("fp16, native ISA", "fp16", 2, False, {}),
+]
+
+
+def worker(out: Path, precision: str, threads: int, compiled: bool) -> None:
+    """In a fresh process (its environment already set): extract the reference clips."""
+    import pandas as pd
+
+    from actionrec.params import load_params
+    from actionrec.verify import extract_clips, reference_videos
+
+    params = load_params("data", "features")
+    root = Path(params["data"]["root"])
+    videos = reference_videos(pd.read_csv("data/video_list.csv", keep_default_na=False)["video"])
+    cfg = dict(params["features"], precision=precision, threads=threads)
+    feats, _ = extract_clips([str(root / v) for v in videos], cfg, compiled=compiled)
+    np.save(out, feats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", nargs=4, metavar=("OUT", "PRECISION", "THREADS", "COMPILE"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        out, precision, threads, compiled = args.worker
+        worker(Path(out), precision, int(threads), compiled == "1")
+        return
+    from actionrec.verify import relative_l2
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, precision, threads, compiled, env in CONFIGS:
+            out = Path(tmp) / f"{len(results)}.npy"
+            subprocess.run([sys.executable, __file__, "--worker", str(out), precision, str(threads),
+                            "1" if compiled else "0"], env={**os.environ, **env}, check=True,
+                           stderr=subprocess.DEVNULL)
+            results[name] = np.load(out)
+    reference = results[CONFIGS[0][0]]
+    print(f"{'configuration':<48} max relative L2 vs the reference")
+    for name, feats in results.items():
+        print(f"{name:<48} {relative_l2(feats, reference).max():.2g}")
+    clips, frames = reference.shape[:2]
+    flat = reference.reshape(clips * frames, -1)
+    distance = np.linalg.norm(flat[:, None] - flat[None], axis=-1) / np.linalg.norm(flat, axis=-1)[None]
+    clip = np.repeat(np.arange(clips), frames)
+    other_clip = clip[:, None] != clip[None]
+    same_clip = ~other_clip & ~np.eye(len(flat), dtype=bool)
+    print(json.dumps({"min distance, frames of different clips": round(float(distance[other_clip].min()), 4),
+                      "min distance, two sampled frames of one clip": round(float(distance[same_clip].min()), 4)}))
+
+
+if __name__ == "__main__":
+    main()
