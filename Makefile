@@ -29,13 +29,14 @@ $(VENV)/.installed: requirements.lock requirements.txt pyproject.toml
 # ([tool.uv] environments), keeping the pins it already has; `make lock UPGRADE=1` moves every
 # package not pinned in requirements.txt to its newest version. --python-version is the lower
 # bound of pyproject's requires-python (the environments narrow it to 3.11), so that every
-# entry's marker names the Python version.
+# entry's marker names the Python version; the venv's Python reads any sdist's metadata (uv
+# would otherwise try to download a Python 3.10 for that).
 lock:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 	$(BIN)/uv pip compile requirements.txt --output-file requirements.lock --universal \
 	  --python-version 3.10 --generate-hashes --custom-compile-command "make lock" --quiet \
-	  $(if $(UPGRADE),--upgrade)
+	  --python $(BIN)/python --no-python-downloads $(if $(UPGRADE),--upgrade)
 	@$(BIN)/python -m actionrec.lock check
 
 repro: venv

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,8 @@ def test_lock_has_sha256_hashes_for_every_package():
 
 
 def test_lock_is_resolved_for_the_three_platforms_and_no_other():
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["required-environments"] \
+        == lock_environments()
     environments = [Marker(e) for e in lock_environments()]
     for platform_name, environment in TARGETS.items():
         assert any(m.evaluate(environment) for m in environments), f"{platform_name} not resolved"
