@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
@@ -215,9 +216,10 @@ def test_check_passes_on_this_repository():
 def test_make_venv_installs_the_lock_and_rebuilds_when_it_changes(tmp_path):
     for name in ("Makefile", "requirements.txt", "requirements.lock", "pyproject.toml"):
         shutil.copy(ROOT / name, tmp_path / name)
+        os.utime(tmp_path / name, (1e9, 1e9))  # older than the venv made below
     (tmp_path / ".venv/bin").mkdir(parents=True)
     (tmp_path / ".venv/bin/python").symlink_to(sys.executable)
-    (tmp_path / ".venv/.installed").touch()  # newer than the files copied above
+    (tmp_path / ".venv/.installed").touch()
 
     def make(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["make", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
