@@ -18,11 +18,11 @@ from typing import NamedTuple
 
 try:
     from packaging.markers import Marker
-    from packaging.requirements import Requirement
+    from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
 except ImportError:  # a bare venv, before `make venv` installed anything: pip's own copy
     from pip._vendor.packaging.markers import Marker
-    from pip._vendor.packaging.requirements import Requirement
+    from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
     from pip._vendor.packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +31,10 @@ REQUIREMENTS = ROOT / "requirements.txt"
 PYPROJECT = ROOT / "pyproject.toml"
 
 _HASH = re.compile(r"\s--hash=(\S+)")
+
+
+class LockError(Exception):
+    """A problem with the lock or requirements.txt that the user fixes (the message says how)."""
 
 
 class LockEntry(NamedTuple):
@@ -44,12 +48,12 @@ class LockEntry(NamedTuple):
 def read_lock(path: Path = LOCK) -> list[LockEntry]:
     """Every entry of a pip-format lock: `name==version ; marker --hash=... --hash=...`."""
     entries = []
-    for text in _logical_lines(path.read_text()):
+    for text in _logical_lines(_read(path)):
         hashes = _HASH.findall(text)
-        requirement = Requirement(_HASH.sub("", text).strip())
+        requirement = _requirement(_HASH.sub("", text).strip(), path)
         pins = [spec.version for spec in requirement.specifier if spec.operator == "=="]
         if len(pins) != 1 or len(requirement.specifier) != 1:
-            raise ValueError(f"{path.name}: {requirement.name} is not pinned with ==: {text}")
+            raise LockError(f"{path.name}: {requirement.name} is not pinned with ==: run `make lock`")
         entries.append(LockEntry(canonicalize_name(requirement.name), pins[0], requirement.marker,
                                  hashes, text))
     return entries
@@ -57,7 +61,22 @@ def read_lock(path: Path = LOCK) -> list[LockEntry]:
 
 def read_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
     """The direct requirements: one per line, comments and blank lines skipped."""
-    return [Requirement(line) for line in _logical_lines(path.read_text())]
+    return [_requirement(line, path) for line in _logical_lines(_read(path))]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise LockError(f"{path.name} is missing: check it out again from git, or run `make lock`") from None
+
+
+def _requirement(text: str, path: Path) -> Requirement:
+    try:
+        return Requirement(text)
+    except InvalidRequirement as error:
+        reason = str(error).splitlines()[0]  # packaging adds lines that point at the column
+        raise LockError(f"{path.name}: {text!r} is not a requirement ({reason})") from None
 
 
 def _logical_lines(text: str) -> list[str]:
@@ -108,11 +127,13 @@ def check(lock: Path = LOCK, requirements: Path = REQUIREMENTS,
     """Raise LockError unless the lock serves this Python and platform and agrees with
     requirements.txt; return a one-line summary of what it will install here."""
     entries = read_lock(lock)
+    if not entries:
+        raise LockError(f"{lock.name} is empty: run `make lock`")
     here = [entry for entry in entries if applies(entry.marker)]
     if not here:
         try:
             covered = "; ".join(lock_environments(pyproject))
-        except ImportError:
+        except (ImportError, OSError, KeyError, ValueError):  # no tomllib before Python 3.11
             covered = "see [tool.uv] environments in pyproject.toml"
         raise LockError(
             f"{lock.name} has nothing for Python {platform.python_version()} on "
@@ -135,9 +156,6 @@ def select(names: list[str]) -> str:
                         f"platform: add it to requirements.txt and run `make lock`")
     return "".join(entry.text + "\n" for entry in chosen)
 
-
-class LockError(Exception):
-    """A problem with the lock that the user fixes (message says how)."""
 
 
 def main(argv: list[str]) -> None:

@@ -208,6 +208,16 @@ def test_check_asks_for_make_lock_when_requirements_txt_moved_on(tmp_path):
     assert _check(repo).stdout == "requirements.lock: 1 packages for this Python and platform\n"
 
 
+def test_check_names_a_broken_or_missing_file_in_one_line(tmp_path):
+    repo = _tiny_repo(tmp_path, f"six==1.17.0{HASH}\n", "six=>1.17.0\n")
+    result = _check(repo)
+    assert result.returncode == 2
+    assert re.fullmatch(r"error: requirements.txt: 'six=>1.17.0' is not a requirement \(.+\)\n", result.stderr)
+    (repo / "requirements.lock").unlink()
+    assert _check(repo).stderr == ("error: requirements.lock is missing: check it out again from git, "
+                                   "or run `make lock`\n")
+
+
 def test_check_passes_on_this_repository():
     assert check().startswith("requirements.lock: ")
 
