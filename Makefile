@@ -1,21 +1,43 @@
-# Quick start: `make repro` then `make test`. Both create .venv from requirements.txt first.
+# Quick start: `make repro` then `make test`. Both create .venv from requirements.lock first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # dvc.yaml's `python` must be the venv's, for dvc and for every stage it runs
 export PATH := $(abspath $(BIN)):$(PATH)
+# the resolver behind `make lock` (only `make lock` installs it)
+UV_VERSION := 0.13.8
 
-.PHONY: venv repro test test-tools report plots push bench compare ucf101 clean
+.PHONY: venv lock repro test test-tools report plots push bench compare ucf101 clean
 
 venv: $(VENV)/.installed
 
-# requirements.txt pins every package; actionrec itself is installed editable (pyproject.toml)
-$(VENV)/.installed: requirements.txt pyproject.toml
+# Installs exactly requirements.lock (docs/install.md): every package pinned and hash-checked,
+# --no-deps so nothing unlisted comes in. pip and setuptools come first, from the lock, so
+# that the lock's one sdist (antlr4-python3-runtime) builds with them, not with unpinned ones.
+$(VENV)/.installed: requirements.lock requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@$(BIN)/python -m actionrec.lock check
+	@$(BIN)/python -m actionrec.lock select pip setuptools > $(VENV)/bootstrap.lock
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/bootstrap.lock
+	$(BIN)/python -m pip install --require-hashes --no-deps --no-build-isolation -r requirements.lock
+	@# PYTHONWARNINGS: setuptools' "Editable installation" box is a note, not a problem
+	PYTHONWARNINGS="ignore:Editable installation" \
+	  $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
+
+# Re-resolve requirements.txt into requirements.lock for the platforms in pyproject.toml
+# ([tool.uv] environments), keeping the pins it already has; `make lock UPGRADE=1` moves every
+# package not pinned in requirements.txt to its newest version. --python-version is the lower
+# bound of pyproject's requires-python (the environments narrow it to 3.11), so that every
+# entry's marker names the Python version; the venv's Python reads any sdist's metadata (uv
+# would otherwise try to download a Python 3.10 for that).
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip compile requirements.txt --output-file requirements.lock --universal \
+	  --python-version 3.10 --generate-hashes --custom-compile-command "make lock" --quiet \
+	  --python $(BIN)/python --no-python-downloads $(if $(UPGRADE),--upgrade)
+	@$(BIN)/python -m actionrec.lock check
 
 repro: venv
 	dvc repro

@@ -1,0 +1,175 @@
+"""requirements.lock, the full lock that `make venv` installs: read it and check it.
+
+`make lock` writes it (uv pip compile: every package, hashes, the platforms in pyproject.toml's
+[tool.uv] environments). Before installing, `make venv` runs
+
+    python -m actionrec.lock check            # one line and exit 2 if the lock can't serve here
+    python -m actionrec.lock select pip setuptools   # these entries, to install them first
+
+in a bare venv, so this module needs only the standard library and pip.
+"""
+from __future__ import annotations
+
+import platform
+import re
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+try:
+    from packaging.markers import Marker
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+except ImportError:  # a bare venv, before `make venv` installed anything: pip's own copy
+    from pip._vendor.packaging.markers import Marker
+    from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
+    from pip._vendor.packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCK = ROOT / "requirements.lock"
+REQUIREMENTS = ROOT / "requirements.txt"
+PYPROJECT = ROOT / "pyproject.toml"
+
+_HASH = re.compile(r"\s--hash=(\S+)")
+
+
+class LockError(Exception):
+    """A problem with the lock or requirements.txt that the user fixes (the message says how)."""
+
+
+class LockEntry(NamedTuple):
+    name: str             # canonical (PEP 503) name
+    version: str
+    marker: Marker | None
+    hashes: list[str]     # "sha256:<hex>", one per file the index has for this version
+    text: str             # the entry as written in the lock, for `select`
+
+
+def read_lock(path: Path = LOCK) -> list[LockEntry]:
+    """Every entry of a pip-format lock: `name==version ; marker --hash=... --hash=...`."""
+    entries = []
+    for text in _logical_lines(_read(path)):
+        hashes = _HASH.findall(text)
+        requirement = _requirement(_HASH.sub("", text).strip(), path)
+        pins = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+        if len(pins) != 1 or len(requirement.specifier) != 1:
+            raise LockError(f"{path.name}: {requirement.name} is not pinned with ==: run `make lock`")
+        entries.append(LockEntry(canonicalize_name(requirement.name), pins[0], requirement.marker,
+                                 hashes, text))
+    return entries
+
+
+def read_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
+    """The direct requirements: one per line, comments and blank lines skipped."""
+    return [_requirement(line, path) for line in _logical_lines(_read(path))]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise LockError(f"{path.name} is missing: check it out again from git, or run `make lock`") from None
+
+
+def _requirement(text: str, path: Path) -> Requirement:
+    try:
+        return Requirement(text)
+    except InvalidRequirement as error:
+        reason = str(error).splitlines()[0]  # packaging adds lines that point at the column
+        raise LockError(f"{path.name}: {text!r} is not a requirement ({reason})") from None
+
+
+def _logical_lines(text: str) -> list[str]:
+    """Lines with their backslash continuations joined; comments and blank lines dropped."""
+    lines = []
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        line = re.sub(r"(^|\s)#.*", "", line).strip()
+        if line:
+            lines.append(line)
+    return lines
+
+
+def applies(marker: Marker | None, environment: dict[str, str] | None = None) -> bool:
+    """Whether an entry with this marker is installed in `environment` (None: this Python)."""
+    return marker is None or marker.evaluate(environment)
+
+
+def lock_problems(requirements: list[Requirement], entries: list[LockEntry],
+                  environment: dict[str, str] | None = None) -> list[str]:
+    """What the lock gets wrong for the direct requirements in one environment, one phrase each:
+    a requirement with no entry, with an entry of another version, or with two entries."""
+    problems = []
+    for requirement in requirements:
+        if not applies(requirement.marker, environment):
+            continue
+        name = canonicalize_name(requirement.name)
+        versions = [entry.version for entry in entries
+                    if entry.name == name and applies(entry.marker, environment)]
+        if not versions:
+            problems.append(f"{requirement.name} is not in it")
+        elif len(versions) > 1:
+            problems.append(f"{requirement.name} is in it {len(versions)} times")
+        elif not requirement.specifier.contains(versions[0], prereleases=True):
+            problems.append(f"{requirement.name} is {versions[0]} there, "
+                            f"requirements.txt asks for {requirement.specifier}")
+    return problems
+
+
+def lock_environments(path: Path = PYPROJECT) -> list[str]:
+    """The environments `make lock` resolves for: pyproject.toml's [tool.uv] environments."""
+    import tomllib  # Python 3.11+: only `check`'s message and the tests need it
+
+    return tomllib.loads(path.read_text())["tool"]["uv"]["environments"]
+
+
+def check(lock: Path = LOCK, requirements: Path = REQUIREMENTS,
+          pyproject: Path = PYPROJECT) -> str:
+    """Raise LockError unless the lock serves this Python and platform and agrees with
+    requirements.txt; return a one-line summary of what it will install here."""
+    entries = read_lock(lock)
+    if not entries:
+        raise LockError(f"{lock.name} is empty: run `make lock`")
+    here = [entry for entry in entries if applies(entry.marker)]
+    if not here:
+        try:
+            covered = "; ".join(lock_environments(pyproject))
+        except (ImportError, OSError, KeyError, ValueError):  # no tomllib before Python 3.11
+            covered = "see [tool.uv] environments in pyproject.toml"
+        raise LockError(
+            f"{lock.name} has nothing for Python {platform.python_version()} on "
+            f"{sys.platform} {platform.machine()}; it covers: {covered}. Use one of those "
+            f"(e.g. `make venv PYTHON=python3.11`), or add this platform there and run `make lock`")
+    problems = lock_problems(read_requirements(requirements), entries)
+    if problems:
+        raise LockError(f"{lock.name} is out of date with {requirements.name} "
+                        f"({'; '.join(problems)}): run `make lock`")
+    return f"{lock.name}: {len(here)} packages for this Python and platform"
+
+
+def select(names: list[str]) -> str:
+    """The lock's entries for these packages (that apply here), as a lock of their own."""
+    wanted = {canonicalize_name(name) for name in names}
+    chosen = [entry for entry in read_lock() if entry.name in wanted and applies(entry.marker)]
+    missing = wanted - {entry.name for entry in chosen}
+    if missing:
+        raise LockError(f"requirements.lock has no {', '.join(sorted(missing))} for this "
+                        f"platform: add it to requirements.txt and run `make lock`")
+    return "".join(entry.text + "\n" for entry in chosen)
+
+
+
+def main(argv: list[str]) -> None:
+    try:
+        if argv[:1] == ["check"] and len(argv) == 1:
+            print(check())
+        elif argv[:1] == ["select"] and len(argv) > 1:
+            sys.stdout.write(select(argv[1:]))
+        else:
+            raise LockError("usage: python -m actionrec.lock check | select NAME...")
+    except LockError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
