@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # the resolver behind `make lock` (only `make lock` installs it)
 UV_VERSION := 0.13.8
 
-.PHONY: venv lock repro test test-tools report plots push bench compare ucf101 clean
+.PHONY: venv lock repro verify test test-tools report review plots push bench compare ucf101 clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ lock:
 repro: venv
 	dvc repro
 
+# After `make repro`, on any machine: data stages identical to the committed dvc.lock, reference
+# features within the measured tolerance, headline metrics within one test video (exit 1 beyond)
+verify: venv
+	python -m actionrec.verify
+
 test: venv test-tools
 	python -m pytest -q tests
 
@@ -73,6 +78,11 @@ OUT ?= report
 report: venv
 	python -m actionrec.report report --base $(or $(BASE),main) --out $(OUT)
 
+# The report against BASE reproduced on this machine (in a temporary worktree on the same DVC
+# cache), so that it shows what the change did, not what the machine did: the PR workflow's step
+review: venv
+	python -m actionrec.review --base $(or $(BASE),main) --out $(OUT)
+
 plots: venv
 	python -m actionrec.report plots $(if $(BASE),--base $(BASE)) --out $(OUT)
 
@@ -93,5 +103,6 @@ ucf101: venv
 	python -m actionrec.download --dest data
 	dvc add data/UCF-101
 
+# the per-video feature store (stages/features.py): only ever reused for identical inputs, but it grows
 clean:
 	rm -rf data/features-store

@@ -46,14 +46,15 @@ def table_or_none(markdown: str, none: str) -> str:
     return markdown.strip() if markdown.strip().count("\n") >= 2 else none
 
 
-def write_report(base: str, out: Path) -> Path:
-    """report.md (params diff, metrics diff, plots) and its PNGs in OUT, workspace vs BASE."""
+def write_report(base: str, out: Path, label: str | None = None) -> Path:
+    """report.md (params diff, metrics diff, plots) and its PNGs in OUT, workspace vs BASE
+    (named `label` in the title, if given)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     params = table_or_none(dvc("params", "diff", "--md", base), "No param changed.")
     metrics = table_or_none(dvc("metrics", "diff", "--md", "--all", base), "No metrics found.")
     specs = plot_specs(base)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Experiment report: `{base}` vs workspace (HEAD {head or '?'})", "",
+    lines = [f"# Experiment report: `{label or base}` vs workspace (HEAD {head or '?'})", "",
              "## Params changed", "", params, "", "## Metrics", "", metrics, "", "## Plots", ""]
     for name, spec in specs.items():
         image = f"{slug(name)}.png"

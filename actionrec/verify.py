@@ -46,9 +46,9 @@ TOLERANCE = {"fp32": 0.002, "bf16": 0.02, "fp16": 0.02}
 HEADLINE = ("test_accuracy", "test_macro_f1", "baseline_test_accuracy", "baseline_test_macro_f1")
 
 
-def git_show(rev: str, path: str) -> str:
+def git_show(rev: str, path: str) -> bytes:
     """A file as committed at rev; UserError if git has no such file there."""
-    result = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    result = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True)
     if result.returncode != 0:
         raise UserError(f"git has no {path} at {rev}: commit it first (or pass --rev)")
     return result.stdout
@@ -134,14 +134,11 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def check_features(params: dict) -> tuple[str, str]:
-    """Re-extract the reference clips here; compare with the committed reference."""
+def check_features(params: dict, reference: bytes) -> tuple[str, str]:
+    """Re-extract the reference clips here; compare with the committed reference (npz bytes)."""
     from actionrec.download import sha256_of
 
-    if not REFERENCE.is_file():
-        raise UserError(f"{REFERENCE} is missing: on the machine that commits dvc.lock, run "
-                        "'python -m actionrec.verify --write-reference'")
-    saved = np.load(REFERENCE)
+    saved = np.load(io.BytesIO(reference))
     meta = json.loads(str(saved["meta"]))
     features = params["features"]
     if meta["params"] != {k: features[k] for k in REFERENCE_KEYS}:
@@ -173,14 +170,14 @@ def check_metrics(committed: dict, workspace: dict, test_videos: int, classes: i
             continue
         delta = abs(ours - theirs)
         verdict = "identical" if delta == 0 else "within tolerance" if delta <= tolerance else "differs"
-        lines.append((verdict, f"{key} {ours:.4f} vs committed {theirs:.4f} (difference {delta:.4f}, "
+        lines.append((verdict, f"{key}: {ours:.4f} vs committed {theirs:.4f} (difference {delta:.4f}, "
                                f"tolerance one test video = {tolerance:.4f})"))
     return lines
 
 
-def check_predictions(committed_csv: str) -> tuple[str, str]:
+def check_predictions(committed_csv: bytes) -> tuple[str, str]:
     """How many test videos get the committed prediction (plots/confusion_test.csv, in order)."""
-    theirs = pd.read_csv(io.StringIO(committed_csv))
+    theirs = pd.read_csv(io.BytesIO(committed_csv))
     ours = pd.read_csv("plots/confusion_test.csv")
     if len(ours) != len(theirs) or list(ours["actual"]) != list(theirs["actual"]):
         return "differs", "plots/confusion_test.csv: another test set than the commit's"
@@ -198,8 +195,12 @@ def verify(rev: str = "HEAD") -> int:
     stale = sorted(json.loads(status.stdout or "{}")) if status.returncode == 0 else ["?"]
     if stale:
         raise UserError(f"the workspace is not what dvc.lock says (stale: {', '.join(stale)}): run 'make repro' first")
-    lines = check_data_stages(yaml.safe_load(git_show(rev, "dvc.lock")), yaml.safe_load(Path("dvc.lock").read_text()))
-    lines.append(check_features(params))
+    same_params = yaml.safe_load(git_show(rev, "params.yaml")) == yaml.safe_load(Path("params.yaml").read_text())
+    lines = [("identical", "params.yaml") if same_params else
+             ("differs", f"params.yaml is not {rev}'s (an experiment is applied?): the rest compares "
+                         "other params' results")]
+    lines += check_data_stages(yaml.safe_load(git_show(rev, "dvc.lock")), yaml.safe_load(Path("dvc.lock").read_text()))
+    lines.append(check_features(params, git_show(rev, str(REFERENCE))))
     committed = json.loads(git_show(rev, "metrics/evaluate.json"))
     workspace = json.loads(Path("metrics/evaluate.json").read_text())
     classes = pd.read_csv("data/metadata.csv")["label"].nunique()

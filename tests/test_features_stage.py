@@ -19,7 +19,7 @@ import yaml
 from actionrec.download import sha256_of
 from actionrec.extract import iter_features
 from actionrec.synthetic import write_avi
-from tests.conftest import ROOT, SAMPLE_VIDEOS, tiny_video
+from tests.conftest import ROOT, SAMPLE_VIDEOS, committed_params, tiny_video
 
 TINY_FEATURES = {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 8, "num_workers": 1,
                  "compile": False}
@@ -55,7 +55,7 @@ def make_dataset(tmp_path: Path) -> Path:
 
 
 def write_params(tmp_path: Path, root: Path, **features) -> None:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = committed_params()
     params["data"]["root"] = str(root)
     params["features"].update(TINY_FEATURES, **features)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -13,7 +13,7 @@ import yaml
 from actionrec.folder import scan_folder
 from actionrec.params import ParamsError, UserError, load_params
 from actionrec.splits import group_split, shared_groups
-from tests.conftest import ROOT
+from tests.conftest import ROOT, committed_params
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 FILES = ["Wave/bob_1.mkv", "Wave/alice_2.MP4", "Wave/alice_1.mp4", "Wave/session 2/carol_1.MOV",
@@ -82,7 +82,7 @@ def test_no_class_folder_is_an_error(tmp_path):
 
 
 def write_params(tmp_path: Path, **data) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = committed_params()
     params["data"].update(data)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path / "params.yaml"

@@ -7,8 +7,9 @@ import yaml
 
 from actionrec.params import ParamsError, load_params
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+from tests.conftest import committed, committed_params
+
+DEFAULTS = committed_params()  # as committed: an experiment applied to the workspace is not the contract
 SECTIONS = ("data", "synthesize", "subset", "split", "features", "train", "evaluate")
 
 
@@ -20,8 +21,9 @@ def write(tmp_path, section, key, value):
     return path
 
 
-def test_committed_params_are_valid_and_match_the_contract():
-    params = load_params(*SECTIONS, path=ROOT / "params.yaml")
+def test_committed_params_are_valid_and_match_the_contract(tmp_path):
+    (tmp_path / "params.yaml").write_bytes(committed("params.yaml"))
+    params = load_params(*SECTIONS, path=tmp_path / "params.yaml")
     assert params["subset"]["num_classes"] == 25 and params["subset"]["videos_per_class"] == 200
     assert params["features"]["num_frames"] == 16 and params["features"]["backbone"] == "resnet50"
     assert (params["split"]["train"], params["split"]["val"], params["split"]["test"]) == (0.8, 0.1, 0.1)
@@ -92,11 +94,12 @@ def test_random_weights_on_real_data_are_refused_unless_asked_for(tmp_path):
     assert load_params("data", "features", path=path)["features"]["weights"] == "none"
 
 
-def test_params_loading_does_not_import_torch():
+def test_params_loading_does_not_import_torch(tmp_path):
     """subset and split run without torch: params.py must not pull it in."""
     code = ("import sys; from actionrec.params import load_params; "
             "load_params('data', 'subset', 'split', path=sys.argv[1]); print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "params.yaml")], capture_output=True,
+    (tmp_path / "params.yaml").write_bytes(committed("params.yaml"))
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "params.yaml")], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "False"
 

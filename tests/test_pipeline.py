@@ -14,6 +14,8 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import EXPERIMENT_RESULTS, committed
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "synthesize": {"num_classes": 3, "groups_per_class": 3, "clips_per_group": 2, "min_seconds": 0.6,
@@ -39,15 +41,22 @@ def run(args: list[str], cwd: Path) -> str:
     return result.stdout + result.stderr
 
 
-def copy_repo(dest: Path, params: dict | None = None) -> Path:
-    """A git repository at dest with this repository's sources (no data/ or models/, which are
-    outputs) and the params sections updated by `params`, committed on main."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+def copy_repo(dest: Path, params: dict | None = None, source: Path = ROOT) -> Path:
+    """A git repository at dest with source's files (no data/ or models/, which are outputs;
+    params, dvc.lock, metrics and plots as committed, not an experiment applied to the
+    workspace) and the params sections updated by `params`, committed on main."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=source,
                            capture_output=True, text=True, check=True).stdout.split("\n")
     for rel in filter(None, files):
-        if (ROOT / rel).is_file() and not rel.startswith(("data/", "models/")):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
+        if not (source / rel).is_file() or rel.startswith(("data/", "models/")):
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.startswith(EXPERIMENT_RESULTS):
+            content = committed(rel, source)
+            if content is not None:
+                (dest / rel).write_bytes(content)
+        else:
+            shutil.copy2(source / rel, dest / rel)
     if params:
         current = yaml.safe_load((dest / "params.yaml").read_text())
         for section, values in params.items():
@@ -255,6 +264,129 @@ def test_a_team_shares_runs_through_a_dvc_remote(repo, tmp_path):
     assert stages_run(out) == set(), out
     assert "Stage 'train' is cached - skipping run, checking out outputs" in out
     assert json.loads((clone / "metrics/evaluate.json").read_text()) == expected
+
+
+MAKE = ["make", "-o", ".venv/.installed"]  # the copy uses this venv (first on PATH), never builds one
+WAY_BACK = "git checkout -- params.yaml && make repro"  # docs/reproducibility.md: back after an experiment
+
+
+def verify(repo: Path, *args: str) -> tuple[int, str]:
+    result = subprocess.run([sys.executable, "-m", "actionrec.verify", *args], cwd=repo, env=tool_env(),
+                            capture_output=True, text=True, timeout=600)
+    return result.returncode, result.stdout + result.stderr
+
+
+def verdicts(out: str) -> dict[str, str]:
+    """make verify's lines -> {what: verdict}."""
+    found = {}
+    for line in out.splitlines():
+        for verdict in ("identical", "within tolerance", "differs"):
+            if line.startswith(verdict + " "):
+                found[line[len(verdict):].strip().split(" (")[0].split(":")[0]] = verdict
+    return found
+
+
+def test_make_verify_says_identical_within_tolerance_or_differs(repo):
+    """After `make repro` on the committing machine everything is identical; a commit from
+    "another machine" (its reference features slightly off, its metrics one test video off)
+    is within tolerance, exit 0; beyond that, or another data hash, differs, exit 1."""
+    back_to_head(repo)
+    run([sys.executable, "-m", "actionrec.verify", "--write-reference"], repo)
+    git(repo, "add", "reference/features.npz")
+    git(repo, "commit", "-qm", "reference features")
+    out = run(MAKE + ["verify"], repo)
+    found = verdicts(out)
+    assert set(found.values()) == {"identical"}, out
+    assert {"params.yaml", "data/synthetic/UCF-101", "data/metadata.csv", "data/splits", "test_accuracy",
+            "baseline_test_accuracy", "test_macro_f1", "test predictions"} <= set(found), out
+    assert any(key.startswith("features of 4 reference clips") for key in found), out
+
+    def other_machine(change) -> None:
+        """A commit on branch `other` with files as another machine would have committed them."""
+        git(repo, "checkout", "-qb", "other")
+        change()
+        git(repo, "commit", "-qam", "from another machine")
+        git(repo, "checkout", "-q", "main")
+
+    def reference_and_one_video():
+        saved = np.load(repo / "reference/features.npz")
+        noise = np.random.default_rng(0).standard_normal(saved["features"].shape).astype(np.float32)
+        feats = saved["features"] + 3e-4 * noise * np.linalg.norm(saved["features"], axis=-1, keepdims=True) / 45
+        np.savez(repo / "reference/features.npz", features=feats, meta=saved["meta"])
+        metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+        metrics["test_accuracy"] = round(metrics["test_accuracy"] - 1 / metrics["test_videos"], 6)
+        (repo / "metrics/evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    other_machine(reference_and_one_video)
+    code, out = verify(repo, "--rev", "other")
+    assert code == 0, out
+    found = verdicts(out)
+    assert found["test_accuracy"] == "within tolerance" and found["test_macro_f1"] == "identical", out
+    assert [v for k, v in found.items() if k.startswith("features of")] == ["within tolerance"], out
+
+    def three_videos_and_other_data():
+        metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+        metrics["test_accuracy"] = round(metrics["test_accuracy"] - 3 / metrics["test_videos"], 6)
+        (repo / "metrics/evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        lock = (repo / "dvc.lock").read_text()
+        digest = yaml.safe_load(lock)["stages"]["subset"]["outs"][0]["md5"]
+        (repo / "dvc.lock").write_text(lock.replace(digest, "0" * 32))
+
+    git(repo, "branch", "-qD", "other")
+    other_machine(three_videos_and_other_data)
+    code, out = verify(repo, "--rev", "other")
+    assert code == 1, out
+    found = verdicts(out)
+    assert found["test_accuracy"] == "differs" and found["data/metadata.csv"] == "differs", out
+    assert found["data/synthetic/UCF-101"] == "identical", out
+    git(repo, "branch", "-qD", "other")
+
+
+def test_the_way_back_after_an_experiment_recomputes_nothing_with_another_machines_lock(repo):
+    """dvc.lock committed on another machine names features and a model this machine never
+    made. After `make repro` here and an experiment, the documented way back restores the
+    committed params' results from the run-cache: nothing runs, nothing is deleted."""
+    assert WAY_BACK in (ROOT / "docs/reproducibility.md").read_text()
+    back_to_head(repo)
+    lock = (repo / "dvc.lock").read_text()
+    for stage, path in (("features", "data/features"), ("train", "models/lstm.pt")):
+        digest = next(o for o in yaml.safe_load(lock)["stages"][stage]["outs"] if o["path"] == path)["md5"]
+        lock = lock.replace(digest, ("f" * 32) + (".dir" if digest.endswith(".dir") else ""))
+    (repo / "dvc.lock").write_text(lock)
+    git(repo, "commit", "-qam", "dvc.lock from another machine")
+    try:
+        # here, DVC trusts the lock's names for an unchanged stage and runs features again:
+        # the feature store serves every video; train and evaluate come from the run-cache
+        out = run(MAKE + ["repro"], repo)
+        assert stages_run(out) == {"features"}, out
+        assert json.loads((repo / "metrics/features.json").read_text())["extracted_videos"] == 0
+        committed_metrics = read_metrics(repo)
+        run(["dvc", "exp", "run", "-S", "train.lr=0.002"], repo)
+        assert read_metrics(repo) != committed_metrics
+
+        out = run(["bash", "-c", WAY_BACK.replace("make ", " ".join(MAKE) + " ")], repo)
+        assert stages_run(out) == set(), out  # nothing recomputed
+        assert (repo / "data/features/features.npy").is_file() and (repo / "models/lstm.pt").is_file()
+        assert read_metrics(repo) == committed_metrics
+        assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
+        # only dvc.lock differs from the commit: it names this machine's features and model
+        assert git(repo, "status", "--porcelain").split() == ["M", "dvc.lock"]
+    finally:
+        git(repo, "reset", "-q", "--hard", "HEAD~1")
+        run(["dvc", "checkout"], repo)
+
+
+def test_tests_read_the_committed_params_and_results_not_an_applied_experiment(repo, tmp_path):
+    """`dvc exp run` applies params, dvc.lock, metrics and plots to the workspace; a repository
+    copy for a test takes them as committed, so `make test` passes whatever is applied."""
+    back_to_head(repo)
+    run(["dvc", "exp", "run", "-S", "train.lr=0.0001"], repo)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.0001
+    copy = copy_repo(tmp_path / "copy", source=repo)
+    assert (repo / "params.yaml").read_bytes() != committed("params.yaml", repo)
+    for rel in ("params.yaml", "dvc.lock", "metrics/evaluate.json", "plots/confusion_test.csv"):
+        assert (copy / rel).read_bytes() == committed(rel, repo), rel
+    back_to_head(repo)
 
 
 def test_sigkill_during_features_then_repro_completes(repo):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from actionrec.ucf101 import read_split_list
-from tests.conftest import ROOT, tiny_video
+from tests.conftest import ROOT, committed_params, tiny_video
 
 CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "Typing"]
 
@@ -31,7 +31,7 @@ def ucf_tree(tmp_path_factory) -> Path:
 
 
 def run_stages(workdir: Path, root: Path, method: str) -> subprocess.CompletedProcess:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = committed_params()
     params["data"] = {"source": "ucf101", "root": str(root)}
     params["subset"].update(classes=CLASSES)
     params["split"].update(method=method, fold=1)
