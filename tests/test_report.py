@@ -1,6 +1,7 @@
 """`make report`, `make plots` and the PR workflow: real DVC, git, make, chromium and actionlint."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -135,8 +136,61 @@ def test_pr_workflow_lints_and_does_what_the_review_needs():
     uses = {step["uses"].split("@")[0]: step.get("with", {}) for step in steps if "uses" in step}
     assert uses["actions/checkout"]["fetch-depth"] == 0
     assert uses["actions/setup-python"]["python-version"] == "3.11" and uses["actions/setup-python"]["cache"] == "pip"
-    assert uses["actions/cache"]["path"] == ".venv"
+    cached = [step["with"]["path"] for step in steps if step.get("uses", "").startswith("actions/cache@")]
+    assert cached == [".venv", ".dvc/cache"]  # the DVC cache carries the run-cache between runs
     assert uses["actions/upload-artifact"]["path"] == "report/"
     commands = [step["run"] for step in steps if "run" in step]
-    assert commands.index("make repro") < commands.index("make report BASE=origin/${{ github.base_ref }}")
+    # head and base reproduced on this runner, then compared
+    assert commands.index("make repro") < commands.index("make review BASE=origin/${{ github.base_ref }}")
     assert any(command.startswith("cml comment update") and "report/report.md" in command for command in commands)
+    # with a DVC remote: the team's runs pulled first (run-cache included), this run's pushed after,
+    # with make push (plain `dvc push --run-cache` leaves the metrics and plots of runs behind)
+    remote = {step["name"]: step for step in steps if "DVC_REMOTE_URL" in str(step.get("if", ""))}
+    pull, push = (next(step for name, step in remote.items() if word in name.lower()) for word in ("pull", "push"))
+    assert "dvc pull --run-cache" in pull["run"] and steps.index(pull) < commands.index("make repro") + 99
+    assert push["run"] == "make push" and steps.index(push) > steps.index(pull)
+
+
+def test_an_unchanged_pull_request_shows_no_metric_change_when_base_metrics_came_from_another_machine(
+        repo, tmp_path):
+    """main's results were committed on "another machine": features and a model this machine
+    never made, and other metrics, all named in its dvc.lock. The workflow's make steps, run in
+    a fresh clone on an unchanged pull request, reproduce head and base here: the report shows
+    no metric change. Against main's committed metrics, it would."""
+    run(GIT + ["checkout", "-q", "main"], repo)
+    run(["dvc", "repro"], repo)
+    run(GIT + ["commit", "-qam", "repro", "--allow-empty"], repo)
+    lock = (repo / "dvc.lock").read_text()
+    for stage, path in (("features", "data/features"), ("train", "models/lstm.pt")):
+        digest = next(o for o in yaml.safe_load(lock)["stages"][stage]["outs"] if o["path"] == path)["md5"]
+        lock = lock.replace(digest, ("e" * 32) + (".dir" if digest.endswith(".dir") else ""))
+    for name, key, delta in (("evaluate.json", "test_accuracy", -0.1), ("train.json", "best_val_loss", 0.01)):
+        path = repo / "metrics" / name
+        old = hashlib.md5(path.read_bytes()).hexdigest()
+        values = json.loads(path.read_text())
+        values[key] = round(values[key] + delta, 6)
+        path.write_text(json.dumps(values, indent=2) + "\n")
+        lock = lock.replace(old, hashlib.md5(path.read_bytes()).hexdigest())
+    (repo / "dvc.lock").write_text(lock)
+    run(GIT + ["commit", "-qam", "metrics from another machine"], repo)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run(["dvc", "cache", "dir", "--local", str(repo / ".dvc/cache")], clone)  # the runner's cached DVC cache
+    run(GIT + ["checkout", "-qb", "pr"], clone)
+    with open(clone / "README.md", "a") as readme:
+        readme.write("\nA pull request that changes no result.\n")
+    run(GIT + ["commit", "-qam", "docs only"], clone)
+    steps = yaml.safe_load((ROOT / ".github/workflows/pr-report.yml").read_text())["jobs"]["report"]["steps"]
+    for step in steps:  # the workflow's own make steps (installing and pushing aside)
+        command = step.get("run", "")
+        if command.startswith("make ") and command not in ("make venv", "make push"):
+            run(MAKE + command.replace("${{ github.base_ref }}", "main").split()[1:], clone)
+    report = (clone / "report/report.md").read_text()
+    for key in ("test_accuracy", "best_val_loss", "baseline_test_accuracy"):
+        row = table_row(report, key)
+        assert row[2] == row[3], row
+
+    run(MAKE + ["report", "BASE=origin/main", "OUT=committed-base"], clone)  # without reproducing main
+    row = table_row((clone / "committed-base/report.md").read_text(), "test_accuracy")
+    assert row[2] != row[3], row
