@@ -1,16 +1,18 @@
 """Stage features: num_frames frames of every video in data/video_list.csv through the frozen
 backbone -> data/features/features.npy (float16 [N, T, D], memory-mappable), videos.csv (the
-N videos, in row order) and info.json (what made them).
+N videos in row order, with the rotation applied to each and any decoding warning) and
+info.json (what made them).
 
 Features depend on the videos and the feature params only: not on labels, groups or the
 split (train and evaluate join data/splits/*.csv to videos.csv by video). Each video's
 features are kept, as soon as they are computed, in a store outside DVC's outputs:
-data/features-store/<fingerprint>/<SHA-256 of the video file>.npy. The fingerprint changes
+data/features-store/<fingerprint>/<SHA-256 of the video file>.npz. The fingerprint changes
 with anything that changes the values (params, code, torch, weights, device type), so a
 store entry is only ever reused for identical inputs. So adding a class, raising
 subset.videos_per_class or an interrupted run decodes only the videos that have no features
 yet; the outputs appear only at the end, by renaming a finished folder."""
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -26,7 +28,7 @@ from actionrec.device import resolve_runtime
 from actionrec.download import sha256_of
 from actionrec.extract import Throughput, atomic_save_npy, iter_features
 from actionrec.params import ParamsError, UserError, load_params, run_stage
-from actionrec.video import decord_available
+from actionrec.video import unavailable_decoder
 
 OUT, STORE, VIDEO_LIST = Path("data/features"), Path("data/features-store"), Path("data/video_list.csv")
 # the params that change feature values (dvc.yaml lists the same keys); the rest only speed
@@ -47,33 +49,51 @@ def store_path(store: Path, video: Path) -> Path | None:
     """Where the features of this video file go in the store (by content, so a renamed or
     moved file is still found); None when the file cannot be read (decoding reports why)."""
     try:
-        return store / f"{sha256_of(video)[:32]}.npy"
+        return store / f"{sha256_of(video)[:32]}.npz"
     except OSError:
         return None
 
 
+def save_entry(path: Path, feats: np.ndarray, info: dict) -> None:
+    """One video's float16 features and what decoding it said (rotation, warning), atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, feats=feats, rotation=info["rotation"], warning=info["warning"])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+
+
+def load_entry(path: Path) -> tuple[np.ndarray, dict]:
+    with np.load(path) as saved:
+        return saved["feats"], {"rotation": int(saved["rotation"]), "warning": str(saved["warning"])}
+
+
 def extract_all(model_factory, paths: list[str], cfg: dict, store: Path,
-                ) -> tuple[np.ndarray | None, list[str], int]:
-    """Features of all paths (float16 [N, T, D]), an error per path ("" when fine) and the
-    number of videos extracted now (the others come from the store, or failed). model_factory()
-    builds the backbone, only when some video needs it."""
+                ) -> tuple[np.ndarray | None, list[str], list[dict], int]:
+    """Features of the decodable paths (float16 [N, T, D], in order), an error per path (""
+    when fine), per path what decoding said ({"rotation", "warning"}), and the number of
+    videos extracted now (the others come from the store, or failed). model_factory() builds
+    the backbone, only when some video needs it."""
     stored = [store_path(store, Path(p)) for p in tqdm(paths, desc="hashing videos", unit="video", leave=False)]
     todo = [i for i, entry in enumerate(stored) if entry is None or not entry.exists()]
     features: list[np.ndarray | None] = [None] * len(paths)
     errors = [""] * len(paths)
+    infos = [{"rotation": 0, "warning": ""} for _ in paths]
     extracted = 0
     if todo:
         model = model_factory()
         speed = Throughput()
         bar = tqdm(total=len(todo), desc="features", unit="video")
-        for local_index, feats, error in iter_features(model, [paths[i] for i in todo], cfg):
+        for local_index, feats, error, info in iter_features(model, [paths[i] for i in todo], cfg):
             position = todo[local_index]
             errors[position] = error
+            # the decoder that served a video is a speed choice: not recorded with the result
+            infos[position] = {"rotation": info["rotation"], "warning": info["warning"]}
             if feats is not None:
                 features[position] = feats.astype(np.float16)
                 extracted += 1
                 if stored[position] is not None:  # kept at once: an interrupted run resumes here
-                    atomic_save_npy(stored[position], features[position])
+                    save_entry(stored[position], features[position], infos[position])
             bar.set_postfix(frames_per_s=f"{speed.add(cfg['num_frames'] if error == '' else 0):.1f}")
             bar.update()
         bar.close()
@@ -81,18 +101,17 @@ def extract_all(model_factory, paths: list[str], cfg: dict, store: Path,
     print(f"reused {len(paths) - len(todo)} videos from {store}")
     for i, entry in enumerate(stored):
         if features[i] is None and not errors[i]:
-            features[i] = np.load(entry)
+            features[i], infos[i] = load_entry(entry)
     done = [f for f in features if f is not None]
-    return (np.stack(done) if done else None), errors, extracted
+    return (np.stack(done) if done else None), errors, infos, extracted
 
 
 def main() -> None:
     params = load_params("data", "features")
     cfg, device = resolve_runtime(params["features"])
     root = Path(params["data"]["root"])
-    if cfg["decoder"] == "decord" and not decord_available():
-        raise ParamsError("features.decoder is decord but decord is not installed (it has no wheel for "
-                          "this platform): set features.decoder: auto or pyav")
+    if unavailable_decoder(cfg["decoder"]):
+        raise ParamsError(unavailable_decoder(cfg["decoder"]))
     videos = pd.read_csv(VIDEO_LIST, keep_default_na=False)["video"]
     path = weights_file(cfg["weights"], cfg["backbone"])
     info = {**{k: cfg[k] for k in RESULT_KEYS}, "device": cfg["device"],
@@ -108,9 +127,12 @@ def main() -> None:
         return inference_backbone(cfg, device, cfg["batch_frames"])
 
     paths = [str(root / v) for v in videos]
-    feats, errors, extracted = extract_all(model_factory, paths, cfg, store)
+    feats, errors, infos, extracted = extract_all(model_factory, paths, cfg, store)
     # a decoder may quote the path it was given: git keeps the list, so no path of this machine
     errors = [error.replace(path, video) for error, path, video in zip(errors, paths, videos)]
+    warned = [(v, info["warning"]) for v, info, error in zip(videos, infos, errors) if info["warning"] and not error]
+    for video, warning in warned:
+        print(f"warning: {video}: {warning}")
 
     failed = pd.DataFrame({"video": videos, "error": errors})
     failed = failed[failed["error"] != ""]
@@ -131,11 +153,14 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     atomic_save_npy(tmp / "features.npy", feats)
-    videos[ok].to_frame().to_csv(tmp / "videos.csv", index=False)
+    table = pd.DataFrame({"video": videos, "rotation": [i["rotation"] for i in infos],  # degrees turned upright
+                          "warning": [i["warning"] for i in infos]})
+    table[ok].to_csv(tmp / "videos.csv", index=False)
     (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(OUT, ignore_errors=True)
     tmp.replace(OUT)
-    summary = {"videos": int(ok.sum()), "failed_videos": len(failed), "frames": int(ok.sum()) * cfg["num_frames"],
+    summary = {"videos": int(ok.sum()), "failed_videos": len(failed), "warned_videos": len(warned),
+               "frames": int(ok.sum()) * cfg["num_frames"],
                "extracted_videos": extracted, "reused_videos": int(ok.sum()) - extracted,
                **{k: info[k] for k in ("feature_dim", "num_frames", "backbone", "weights", "precision", "device")}}
     Path("metrics/features.json").write_text(json.dumps(summary, indent=2) + "\n")

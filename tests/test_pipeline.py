@@ -401,7 +401,7 @@ def test_sigkill_during_features_then_repro_completes(repo):
     proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "features"], cwd=repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
-    while not list(store.rglob("*.npy")) and proc.poll() is None and time.time() < deadline:
+    while not list(store.rglob("*.npz")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the stage finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
