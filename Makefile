@@ -7,9 +7,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # the resolver behind `make lock` (only `make lock` installs it)
 UV_VERSION := 0.13.8
 
-.PHONY: venv lock repro verify test test-tools report review plots push bench compare ucf101 clean
+.PHONY: help venv lock repro verify test test-tools report review plots push bench compare ucf101 clean
+.DEFAULT_GOAL := help
 
-venv: $(VENV)/.installed
+help:  ## this list
+	@awk -F ':.*## ' '/^[a-z0-9-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+venv: $(VENV)/.installed  ## create .venv and install requirements.lock (every package pinned, hash-checked)
 
 # Installs exactly requirements.lock (docs/install.md): every package pinned and hash-checked,
 # --no-deps so nothing unlisted comes in. pip and setuptools come first, from the lock, so
@@ -31,7 +35,7 @@ $(VENV)/.installed: requirements.lock requirements.txt pyproject.toml
 # bound of pyproject's requires-python (the environments narrow it to 3.11), so that every
 # entry's marker names the Python version; the venv's Python reads any sdist's metadata (uv
 # would otherwise try to download a Python 3.10 for that).
-lock:
+lock:  ## re-resolve requirements.txt into requirements.lock (UPGRADE=1: newest versions)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 	$(BIN)/uv pip compile requirements.txt --output-file requirements.lock --universal \
@@ -39,22 +43,22 @@ lock:
 	  --python $(BIN)/python --no-python-downloads $(if $(UPGRADE),--upgrade)
 	@$(BIN)/python -m actionrec.lock check
 
-repro: venv
+repro: venv  ## run the pipeline (dvc repro) on the embedded demo dataset, or what params.yaml says
 	dvc repro
 
 # After `make repro`, on any machine: data stages identical to the committed dvc.lock, reference
 # features within the measured tolerance, headline metrics within one test video (exit 1 beyond)
-verify: venv
+verify: venv  ## after make repro: how close this machine came to the commit (exit 1 beyond tolerance)
 	python -m actionrec.verify
 
-test: venv test-tools
+test: venv test-tools  ## the test suite (pytest), after installing what the tests need
 	python -m pytest -q tests
 
 # Tools that only tests need, best-effort (root on Debian/Ubuntu), never by `make venv`:
 # chromium for the offline plots test, unar for the UCF-101 extraction test, FFmpeg's shared
 # libraries for torchcodec's decoder tests. Without them those tests skip and say why (and
 # fail under CI=true).
-test-tools:
+test-tools:  ## install chromium, unar and FFmpeg best-effort (Debian/Ubuntu, as root)
 	@$(call apt_best_effort,chromium,chromium)
 	@$(call apt_best_effort,unar,unar)
 	@$(call apt_best_effort,ffmpeg,ffmpeg)
@@ -70,42 +74,42 @@ endef
 
 # Share every run with the team: dvc push --run-cache, plus the metrics/plots of runs not in
 # the workspace (README: Share runs with a team)
-push: venv
+push: venv  ## share every run with the team: dvc push --run-cache + the metrics/plots of every run
 	python -m actionrec.share
 
 # PR review, offline: report/report.md + PNGs (params, metrics and plots: workspace vs BASE),
 # and report/plots.html, every plot on one self-contained page (`make plots BASE=rev` overlays rev)
 BASE ?=
 OUT ?= report
-report: venv
+report: venv  ## report/report.md + PNGs: the workspace against BASE (default main), as committed
 	python -m actionrec.report report --base $(or $(BASE),main) --out $(OUT)
 
 # The report against BASE reproduced on this machine (in a temporary worktree on the same DVC
 # cache), so that it shows what the change did, not what the machine did: the PR workflow's step
-review: venv
+review: venv  ## the same report against BASE reproduced on this machine (the PR workflow's step)
 	python -m actionrec.review --base $(or $(BASE),main) --out $(OUT)
 
-plots: venv
+plots: venv  ## report/plots.html: every plot on one page, offline (BASE=rev overlays rev)
 	python -m actionrec.report plots $(if $(BASE),--base $(BASE)) --out $(OUT)
 
-bench: venv
+bench: venv  ## benchmarks: decoders, feature extraction, training (prints tables)
 	python bench/decode.py
 	python bench/extract.py --whole
 	@# both cores, as the 2-minutes-a-run target is stated (train.threads: 1 is for shared cores)
 	python bench/train.py --heads lstm,gru,transformer,mean -S threads=0
 
 # heads x seeds through `dvc exp run --queue` + `dvc queue start` -> metrics/compare.md
-compare: venv
+compare: venv  ## every head x 3 seeds through DVC's queue -> metrics/compare.md
 	python -m actionrec.compare --heads lstm,gru,transformer,mean --seeds 0,1,2 --out metrics/compare.md
 
 # Real UCF-101 (6.5 GB): download (resumable), check, extract to data/UCF-101, version with DVC.
 # Only this target needs unar (to extract the RAR): installed best-effort, never by `make venv`.
-ucf101: venv
+ucf101: venv  ## download and extract real UCF-101 (6.5 GB) into data/UCF-101, dvc add it
 	@$(call apt_best_effort,unar,unar) || true
 	@command -v unar >/dev/null || echo "note: install unar to extract UCF101.rar (macOS: brew install unar)"
 	python -m actionrec.download --dest data
 	dvc add data/UCF-101
 
 # the per-video feature store (stages/features.py): only ever reused for identical inputs, but it grows
-clean:
+clean:  ## delete the per-video feature store data/features-store
 	rm -rf data/features-store

@@ -1,6 +1,7 @@
 """The frozen image backbone: build it, preprocess frames for it, run it on a device."""
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import torch
 import torch.fx.experimental.optimization
 import torchvision
 from torchvision.transforms.v2 import functional as TF
+
+# torch.compile imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on
+# every CPU-only run of a machine that has a CUDA toolkit: noise, not a problem
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

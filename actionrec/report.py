@@ -10,11 +10,14 @@ and no fetch from a CDN, unlike the page `dvc plots show` writes.
 from __future__ import annotations
 
 import argparse
+import html
+import io
 import json
 import re
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import vl_convert
 
 from actionrec.params import UserError, run_stage
@@ -37,6 +40,65 @@ def plot_specs(base: str | None) -> dict[str, dict]:
             for entry in entries if entry["type"] == "vega" and "workspace" in entry["revisions"]}
 
 
+# The numbers a reviewer looks for first (metrics/evaluate.json), in this order.
+HEADLINE = {"test_accuracy": "test accuracy", "test_macro_f1": "test macro-F1",
+            "baseline_test_accuracy": "order-blind baseline accuracy",
+            "temporal_gain_test_accuracy": "temporal gain (accuracy over the baseline)"}
+PER_CLASS_PLOT = "plots/per_class_test.csv"
+
+
+def evaluate_metrics(rev: str | None) -> dict:
+    """metrics/evaluate.json at a git revision (None: the workspace's); {} where there is none."""
+    if rev is None:
+        path = Path("metrics/evaluate.json")
+        return json.loads(path.read_text()) if path.is_file() else {}
+    shown = subprocess.run(["git", "show", f"{rev}:metrics/evaluate.json"], capture_output=True, text=True)
+    return json.loads(shown.stdout) if shown.returncode == 0 else {}
+
+
+def headline_rows(base: str | None) -> list[list[str]]:
+    """[name, base, workspace, change] per headline metric (without base: [name, workspace])."""
+    head, old = evaluate_metrics(None), evaluate_metrics(base) if base else None
+    rows = []
+    for key, name in HEADLINE.items():
+        now = head.get(key)
+        if old is None:
+            rows.append([name, _number(now)])
+            continue
+        then = old.get(key)
+        change = f"{now - then:+.4f}" if isinstance(now, (int, float)) and isinstance(then, (int, float)) else "-"
+        rows.append([name, _number(then), _number(now), change])
+    return rows
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+def one_video_note() -> str:
+    videos = evaluate_metrics(None).get("test_videos")
+    return (f"{videos} test videos: one video is {100 / videos:.1f} points of accuracy."
+            if videos else "")
+
+
+def per_class_note() -> str | None:
+    """Why the per-class chart is not drawn, when every class has only 1-2 test videos: each
+    bar could only be 0, 0.5 or 1, and the chart would say nothing."""
+    path = Path("plots/confusion_test.csv")
+    if not path.is_file():
+        return None
+    counts = pd.read_csv(path)["actual"].value_counts()
+    if counts.empty or counts.max() > 2:
+        return None
+    return (f"Per-class test accuracy is not drawn: every class has {counts.min()}-{counts.max()} test "
+            "video(s), so each bar could only be 0, 0.5 or 1. The confusion matrix shows which videos "
+            "went wrong; a larger test split (more videos a class) makes the chart meaningful.")
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows])
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
@@ -47,16 +109,28 @@ def table_or_none(markdown: str, none: str) -> str:
 
 
 def write_report(base: str, out: Path, label: str | None = None) -> Path:
-    """report.md (params diff, metrics diff, plots) and its PNGs in OUT, workspace vs BASE
-    (named `label` in the title, if given)."""
+    """report.md and its PNGs in OUT, workspace vs BASE (named `label` in the title, if
+    given): the headline metrics first, then only the params and metrics that changed, the
+    full tables folded, then the plots."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    name = label or base
+    headline = markdown_table(["", f"`{name}`", "workspace", "change"], headline_rows(base))
     params = table_or_none(dvc("params", "diff", "--md", base), "No param changed.")
-    metrics = table_or_none(dvc("metrics", "diff", "--md", "--all", base), "No metrics found.")
+    metrics = table_or_none(dvc("metrics", "diff", "--md", base), "No metric changed.")
+    all_params = table_or_none(dvc("params", "diff", "--md", "--all", base), "No params found.")
+    all_metrics = table_or_none(dvc("metrics", "diff", "--md", "--all", base), "No metrics found.")
     specs = plot_specs(base)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Experiment report: `{label or base}` vs workspace (HEAD {head or '?'})", "",
-             "## Params changed", "", params, "", "## Metrics", "", metrics, "", "## Plots", ""]
+    lines = [f"# Experiment report: `{name}` vs workspace (HEAD {head or '?'})", "",
+             headline, "", one_video_note(), "",
+             "## Params changed", "", params, "", "## Metrics changed", "", metrics, "",
+             "<details><summary>All params and metrics</summary>", "", all_params, "", all_metrics, "",
+             "</details>", "", "## Plots", ""]
+    skipped = per_class_note()
     for name, spec in specs.items():
+        if name == PER_CLASS_PLOT and skipped:
+            lines += [f"### {name}", "", skipped, ""]
+            continue
         image = f"{slug(name)}.png"
         (out / image).write_bytes(vl_convert.vegalite_to_png(spec, scale=1))
         lines += [f"### {name}", "", f"![{name}]({image})", ""]
@@ -69,13 +143,23 @@ def write_html(base: str | None, path: Path) -> Path:
     """One page with every plot; Vega, Vega-Lite and vega-embed inlined, so it draws offline.
     When all charts have drawn, <body> gets data-rendered="<count>" (the browser test reads it)."""
     specs = plot_specs(base)
+    skipped = per_class_note()
+    notes = {PER_CLASS_PLOT: skipped} if skipped and PER_CLASS_PLOT in specs else {}
+    specs = {name: spec for name, spec in specs.items() if name not in notes}
     # "</" inside an inline <script> would end it early
     data = json.dumps(list(specs.values())).replace("</", "<\\/")
-    divs = "\n".join(f'<h2>{name}</h2><div id="plot{i}"></div>' for i, name in enumerate(specs))
+    header = ["", base, "workspace", "change"] if base else ["", "workspace"]
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                   for row in headline_rows(base))
+    headline = ("<table><tr>" + "".join(f"<th>{html.escape(cell)}</th>" for cell in header) + "</tr>"
+                + rows + f"</table><p>{html.escape(one_video_note())}</p>")
+    divs = "\n".join([f'<h2>{name}</h2><div id="plot{i}"></div>' for i, name in enumerate(specs)] +
+                     [f"<h2>{name}</h2><p>{html.escape(note)}</p>" for name, note in notes.items()])
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Plots</title>
 <script>{vl_convert.javascript_bundle()}</script></head>
 <body>
+{headline}
 {divs}
 <script>
 const specs = {data};
