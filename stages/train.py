@@ -43,6 +43,7 @@ def main() -> None:
             # what was applied: the mean head never centres (a centred clip averages to zero)
             "temporal_centering": center, **{k: info[k] for k in FEATURE_META},
             "sampling": "segment_centres", "normalize": "imagenet",
+            "data_source": data["source"],  # predict.py warns when the model is the synthetic demo's
             "feature_mean": torch.from_numpy(mean), "feature_std": torch.from_numpy(std)}
     torch.manual_seed(cfg["seed"])
     model = build_model(meta)
