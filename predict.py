@@ -84,17 +84,18 @@ def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Pr
     from actionrec.device import cpu_has_native_bf16, resolve_device
     from actionrec.model import load_checkpoint
     from actionrec.params import ParamsError
-    from actionrec.video import available_decoders
+    from actionrec.video import unavailable_decoder
 
     try:
         device = resolve_device(device_name, key="--device")
     except ParamsError as error:
         fail(str(error))
     head, meta = load_checkpoint(model_path, device)
-    decoder = decoder or meta.get("decoder", "auto")  # the features' decoder unless asked
-    if decoder != "auto" and decoder not in available_decoders():
-        fail(f"the {decoder} decoder is not installed here: use --decoder "
-             f"{' or '.join(['auto', *available_decoders()])}")
+    if decoder and unavailable_decoder(decoder, key="--decoder"):
+        fail(unavailable_decoder(decoder, key="--decoder"))
+    if not decoder:  # the features' decoder where it runs here; any other gives the same frames
+        decoder = meta.get("decoder", "auto")
+        decoder = "auto" if unavailable_decoder(decoder) else decoder
     check_weights(meta)
     precision = meta["precision"]  # as the features were made, where this machine can run it well
     if device.type == "cpu" and (precision == "fp16" or (precision == "bf16" and not cpu_has_native_bf16())):
@@ -151,7 +152,8 @@ def predict_clip(predictor: Predictor, video: str, top_k: int, start: float | No
     saved frames for one video or one window of it; VideoError if it cannot be read."""
     from actionrec.video import sample_clip
 
-    clip = sample_clip(video, predictor.meta["num_frames"], predictor.decoder, start=start, end=end)
+    clip = sample_clip(video, predictor.meta["num_frames"], predictor.decoder, start=start, end=end,
+                       device=str(predictor.device))
     inputs = model_input(clip.frames, predictor.meta)
     ranked = classify(predictor, inputs, top_k)
     result = {"label": ranked[0]["label"], "confidence": ranked[0]["confidence"], "top_k": ranked,
@@ -201,6 +203,7 @@ def window_bounds(duration: float, window: float, stride: float, tolerance: floa
     """[0, window), [stride, stride + window), ... while they fit in the video, then one window
     ending at the video's end if more than `tolerance` seconds (a frame) is left uncovered. A
     window as long as the video or longer: one window over the whole video."""
+    duration = round(duration, 3)
     if window >= duration - tolerance:
         return [(0.0, duration)]
     bounds = []
