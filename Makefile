@@ -24,11 +24,13 @@ test: venv test-tools
 	python -m pytest -q tests
 
 # Tools that only tests need, best-effort (root on Debian/Ubuntu), never by `make venv`:
-# chromium for the offline plots test, unar for the UCF-101 extraction test. Without them
-# those tests skip and say why (and fail under CI=true).
+# chromium for the offline plots test, unar for the UCF-101 extraction test, FFmpeg's shared
+# libraries for torchcodec's decoder tests. Without them those tests skip and say why (and
+# fail under CI=true).
 test-tools:
 	@$(call apt_best_effort,chromium,chromium)
 	@$(call apt_best_effort,unar,unar)
+	@$(call apt_best_effort,ffmpeg,ffmpeg)
 
 # $(call apt_best_effort,COMMAND,PACKAGE): install PACKAGE unless COMMAND exists; never fail
 define apt_best_effort

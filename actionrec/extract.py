@@ -12,27 +12,32 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from actionrec.backbone import embed, resize_crop
-from actionrec.video import VideoError, read_frames
+from actionrec.video import VideoError, sample_clip
+
+NO_INFO = {"rotation": 0, "decoder": "", "warning": ""}
 
 
 class ClipDataset(Dataset):
-    """Item i: (i, uint8 [T, 3, crop, crop] frames or None, error message or "")."""
+    """Item i: (i, uint8 [T, 3, crop, crop] frames or None, error message or "", info) with
+    info = {"rotation", "decoder", "warning"} of the decoded clip (NO_INFO on an error)."""
 
-    def __init__(self, paths: list[str], num_frames: int, resize: int, crop: int, decoder: str = "auto"):
+    def __init__(self, paths: list[str], num_frames: int, resize: int, crop: int, decoder: str = "auto",
+                 device: str = "cpu"):
         self.paths, self.num_frames, self.resize, self.crop = paths, num_frames, resize, crop
-        self.decoder = decoder
+        self.decoder, self.device = decoder, device
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            frames = read_frames(self.paths[i], self.num_frames, self.decoder)
-            return i, resize_crop(frames, self.resize, self.crop), ""
+            clip = sample_clip(self.paths[i], self.num_frames, self.decoder, device=self.device)
+            info = {"rotation": clip.rotation, "decoder": clip.decoder, "warning": clip.warning}
+            return i, resize_crop(clip.frames, self.resize, self.crop), "", info
         except VideoError as error:
-            return i, None, str(error)
+            return i, None, str(error), NO_INFO
         except Exception as error:  # a decoder bug on one file must not end the stage
-            return i, None, f"{type(error).__name__}: {error}"
+            return i, None, f"{type(error).__name__}: {error}", NO_INFO
 
 
 def _single_threaded_worker(_: int) -> None:
@@ -40,22 +45,28 @@ def _single_threaded_worker(_: int) -> None:
 
 
 def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
-                  ) -> Iterator[tuple[int, np.ndarray | None, str]]:
-    """Yield (index into paths, float32 [T, D] features or None, error) in completion order.
+                  ) -> Iterator[tuple[int, np.ndarray | None, str, dict]]:
+    """Yield (index into paths, float32 [T, D] features or None, error, info) in completion
+    order; info = {"rotation", "decoder", "warning"} of the decoded clip (ClipDataset).
 
     cfg holds resolved values (actionrec.device): num_workers and batch_frames as integers,
     the precision used. The backbone always sees batches of exactly cfg["batch_frames"]
     frames: frames of several videos share a batch, a video's frames may span two, and only
     the very last batch is padded. A fixed shape keeps a compiled model from recompiling.
     On CUDA, decoded frames arrive in pinned memory and are copied to the GPU as uint8 while
-    the next video decodes; batches are assembled there."""
+    the next video decodes; batches are assembled there. There, videos whose codec NVDEC
+    decodes are decoded on the GPU by torchcodec (where it loads), in workers started with
+    spawn: a forked worker cannot use CUDA."""
     device = model.inference_device
-    dataset = ClipDataset(paths, cfg["num_frames"], cfg["resize"], cfg["crop"], cfg.get("decoder", "auto"))
+    decode_on = str(device) if device.type == "cuda" else "cpu"
+    dataset = ClipDataset(paths, cfg["num_frames"], cfg["resize"], cfg["crop"], cfg.get("decoder", "auto"),
+                          decode_on)
     workers, batch_frames = cfg["num_workers"], cfg["batch_frames"]
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=8 if workers else None, pin_memory=device.type == "cuda",
-                        worker_init_fn=_single_threaded_worker if workers else None)
-    waiting: deque[tuple[int, int]] = deque()  # (video index, frames) not yet handed out
+                        worker_init_fn=_single_threaded_worker if workers else None,
+                        multiprocessing_context="spawn" if workers and decode_on != "cpu" else None)
+    waiting: deque[tuple[int, int, dict]] = deque()  # (video index, frames, info) not yet handed out
     inputs: list[torch.Tensor] = []            # uint8 frames not yet through the backbone
     outputs: list[torch.Tensor] = []           # features not yet handed out
     pending_inputs = 0
@@ -70,21 +81,21 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
         outputs.append(embed(model, batch, cfg["precision"])[:real])
         inputs, pending_inputs = ([rest] if len(rest) else []), len(rest)
 
-    def finished() -> Iterator[tuple[int, np.ndarray, str]]:
+    def finished() -> Iterator[tuple[int, np.ndarray, str, dict]]:
         nonlocal outputs
         done = torch.cat(outputs) if outputs else None
         offset = 0
         while waiting and done is not None and len(done) - offset >= waiting[0][1]:
-            index, count = waiting.popleft()
-            yield index, done[offset:offset + count].numpy(), ""
+            index, count, info = waiting.popleft()
+            yield index, done[offset:offset + count].numpy(), "", info
             offset += count
         outputs = [done[offset:]] if done is not None and offset < len(done) else []
 
-    for index, frames, error in loader:
+    for index, frames, error, info in loader:
         if frames is None:
-            yield index, None, error
+            yield index, None, error, info
             continue
-        waiting.append((index, len(frames)))
+        waiting.append((index, len(frames), info))
         inputs.append(frames.to(device, non_blocking=True))
         pending_inputs += len(frames)
         while pending_inputs >= batch_frames:

@@ -7,10 +7,11 @@ from typing import Any
 
 import yaml
 
+from actionrec.video import DECODERS  # numpy only, no torch
+
 # No torch here: subset and split load params without it. Checks that need torchvision
 # (backbone and weights names) import it inside _check_features only.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DECODERS = ("auto", "decord", "pyav")
 WEIGHTS_DIR = Path("weights")  # a DVC dependency of features: weight files given by path live here
 
 

@@ -23,8 +23,9 @@ from typing import NamedTuple
 import numpy as np
 
 DECODERS = ("auto", "decord", "pyav", "torchcodec")
-# `auto` tries these in this order (bench/decode.py, docs/decoding.md); PyAV always loads
-AUTO_ORDER = ("decord", "torchcodec", "pyav")
+# `auto` tries these in this order: fastest first, as bench/decode.py measured them
+# (docs/decoding.md). PyAV always loads; decoders after it serve only as explicit choices.
+AUTO_ORDER = ("pyav", "torchcodec", "decord")
 # codecs torchcodec decodes with NVDEC (its CUDA interface); others decode on the CPU
 NVDEC_CODECS = frozenset({"h264", "hevc", "av1", "vp9", "vp8", "mpeg4"})
 FFMPEG_INSTALL = "Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg"
@@ -129,6 +130,7 @@ def scan(path: str | os.PathLike) -> Scan:
                 raise VideoError(f"not a video: audio with cover art ({kind}), no video stream")
             raise VideoError(f"not a video: the file has no video stream ({kind}; audio only?)")
         stream = videos[0]
+        stream.codec_context.thread_count = 1
         codec = stream.codec_context.name
         if codec in NOT_VIDEO_CODECS:
             raise VideoError(f"not a video: its 'video' stream is {codec} text")
@@ -157,7 +159,7 @@ def scan(path: str | os.PathLike) -> Scan:
     if count == 0:
         raise VideoError(f"the video has no frames that demux ({demux_error or 'empty stream'})")
     if count == 1:
-        raise VideoError(f"not a video: a still image ({kind}, {codec}, one frame)")
+        raise VideoError(f"not a video: a still image (one frame, {codec} in {kind.split(',')[0]})")
     rotation = _display_rotation(first_frame) if first_frame is not None else 0
     if rotation in (90, 270):
         width, height = height, width
@@ -257,11 +259,12 @@ def _note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr)
 
 
-def available_decoders() -> list[str]:
+def available_decoders(*names_to_check: str) -> list[str]:
     """The decoders `auto` tries on this machine, in order; a decoder installed but unable to
-    load (torchcodec without FFmpeg) is left out with one line on stderr."""
+    load (torchcodec without FFmpeg) is left out with one line on stderr. With names, only
+    those are loaded and checked (importing torchcodec takes seconds)."""
     names = []
-    for name in AUTO_ORDER:
+    for name in [n for n in AUTO_ORDER if not names_to_check or n in names_to_check]:
         reason = load_error(name)
         if reason:
             _note(f"decoder {name} cannot load ({reason}): decoding without it; to use it, "
@@ -306,19 +309,18 @@ def decode_device(device: str, codec: str) -> str:
 
 
 def _decoder_order(decoder: str, found: Scan, device: str) -> list[str]:
-    """Decoders to try for this file, best first; PyAV (the reference) always last."""
+    """Decoders to try for this file, best first; PyAV (the reference) is always among them."""
     if decoder not in DECODERS:
         raise VideoError(f"unknown decoder {decoder!r}: use one of {', '.join(DECODERS)}")
-    if decoder == "auto":
-        order = available_decoders()
+    if decoder == "auto":  # none after PyAV is needed: PyAV reads whatever they read
+        order = available_decoders(*AUTO_ORDER[:AUTO_ORDER.index("pyav") + 1])
     else:
         problem = unavailable_decoder(decoder)
         if problem:
             raise VideoError(problem)
         order = [decoder]
-    if device.startswith("cuda") and "torchcodec" in order:
-        order.remove("torchcodec")
-        order.insert(0, "torchcodec")
+    if device.startswith("cuda") and decoder in ("auto", "torchcodec"):  # decode_device checked it loads
+        order = ["torchcodec", *[name for name in order if name != "torchcodec"]]
     # decord 0.6 ignores the display matrix (and garbles 90-degree frames): not for rotated files
     if found.rotation:
         order = [name for name in order if name != "decord"]
@@ -326,7 +328,7 @@ def _decoder_order(decoder: str, found: Scan, device: str) -> list[str]:
     # return neighbouring frames for sampled indices there (measured, docs/decoding.md)
     if found.codec == "mpeg4" and found.reordered:
         order = []
-    return [name for name in order if name != "pyav"] + ["pyav"]
+    return order if "pyav" in order else [*order, "pyav"]
 
 
 # ---------------------------------------------------------------- decoders
@@ -350,12 +352,13 @@ def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu")
     with av.open(path) as container:
         stream = _stream(container, found)
         codec = stream.codec_context
-        frames, position = _frames_from(container, stream, codec, None), 0
+        codec.thread_count = 1  # one thread per video, as decord and torchcodec here: workers parallelise
+        position, frames = _frames_from(container, stream, codec, None)
 
         for target in targets:
             start = found.keyframe_before(target)
             if start > position:  # a seek skips the frames in between
-                frames, position = _frames_from(container, stream, codec, found, start), start
+                position, frames = _frames_from(container, stream, codec, found, start)
             while position <= target:
                 frame = next(frames, None)
                 if frame is None:
@@ -367,19 +370,34 @@ def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu")
 
 
 def _frames_from(container, stream, codec, found: Scan | None, start: int = 0):
-    """Decoded frames from keyframe position `start` (the file's start when found is None)."""
+    """Decoded frames from keyframe position `start` (the file's start when found is None),
+    as (position of the first frame, frames)."""
+    packets = container.demux(stream)
+    if found is not None:
+        packets, start = _seek(container, stream, codec, found, start)
+    return start, _decoded(codec, packets)
+
+
+def _seek(container, stream, codec, found: Scan, start: int):
+    """Seek to the clean keyframe at `start`; demuxers differ in which timestamp they seek
+    by (MP4: pts, AVI: dts), so try both and accept any clean keyframe up to `start`."""
+    known = {stamps: position for position, stamps in found.seek_points.items()}
+    for stamp in dict.fromkeys(found.seek_points[start]):
+        if stamp is None:
+            continue
+        container.seek(stamp, stream=stream, backward=True, any_frame=False)
+        codec.flush_buffers()
+        packets = container.demux(stream)
+        first = next((p for p in packets if p.size), None)
+        landed = known.get((first.pts, first.dts)) if first is not None else None
+        if landed is not None and landed <= start:
+            return _chain([first], packets), landed
+    raise _DecodedShort("PyAV's seek landed on no known keyframe")
+
+
+def _decoded(codec, packets):
     import av
 
-    if found is not None:
-        pts, dts = found.seek_points[start]
-        container.seek(dts if dts is not None else pts, stream=stream, backward=True, any_frame=False)
-        codec.flush_buffers()
-    packets = container.demux(stream)
-    if found is not None:  # make sure the demuxer landed on that very keyframe
-        first = next((p for p in packets if p.size), None)
-        if first is None or (first.pts, first.dts) != found.seek_points[start]:
-            raise _DecodedShort("PyAV's seek landed elsewhere")
-        packets = _chain([first], packets)
     try:
         for packet in packets:
             if packet.size:
@@ -432,6 +450,7 @@ def _decode_pyav_whole(path: str, found: Scan, num_frames: int, window: tuple[in
 
     def decoded(container):
         stream = _stream(container, found)
+        stream.codec_context.thread_count = 1
         try:
             yield from container.decode(stream)
         except av.error.FFmpegError:

@@ -59,7 +59,7 @@ def decode_only(paths: list[str], cfg: dict) -> float:
     workers = cfg["num_workers"]
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=8 if workers else None)
     start, frames = time.perf_counter(), 0
-    for _, clip, _ in loader:
+    for _, clip, _, _ in loader:
         frames += 0 if clip is None else len(clip)
     return frames / (time.perf_counter() - start)
 
@@ -68,7 +68,7 @@ def project_path(paths: list[str], cfg: dict, device: torch.device) -> float:
     """frames/s of the features stage's code path: decode workers, batching, backbone."""
     model = warmed_up_backbone(cfg, device)
     start, frames = time.perf_counter(), 0
-    for _, features, _ in iter_features(model, paths, cfg):
+    for _, features, _, _ in iter_features(model, paths, cfg):
         frames += 0 if features is None else len(features)
     return frames / (time.perf_counter() - start)
 

@@ -23,9 +23,9 @@ from tqdm import tqdm
 from actionrec.backbone import inference_backbone, weights_file
 from actionrec.device import resolve_runtime
 from actionrec.download import sha256_of
-from actionrec.extract import Throughput, atomic_save_npy, iter_features
+from actionrec.extract import NO_INFO, Throughput, atomic_save_npy, iter_features
 from actionrec.params import ParamsError, UserError, load_params, run_stage
-from actionrec.video import decord_available
+from actionrec.video import unavailable_decoder
 
 OUT, PARTIAL, CHUNK = Path("data/features"), Path("data/features-partial"), 64
 # the params that change feature values (dvc.yaml lists the same keys); the rest only speed
@@ -44,16 +44,20 @@ def fingerprint(info: dict, videos: pd.DataFrame, root: Path) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def extract_all(model, paths: list[str], cfg: dict, partial: Path) -> tuple[np.ndarray, list[str]]:
-    """Features for all paths (float16 [N, T, D]) and an error per path ("" when fine)."""
+def extract_all(model, paths: list[str], cfg: dict, partial: Path) -> tuple[np.ndarray, list[str], list[dict]]:
+    """Features for all paths (float16 [N, T, D]), an error per path ("" when fine) and the
+    decoded clip's info per path ({"rotation", "decoder", "warning"})."""
     feats = np.zeros((len(paths), cfg["num_frames"], model.feature_dim), np.float16)
     errors = [""] * len(paths)
+    infos = [dict(NO_INFO) for _ in paths]
     todo = []
     for start in range(0, len(paths), CHUNK):
         chunk = partial / f"chunk_{start // CHUNK:05d}.npz"
         if chunk.exists():  # finished by an earlier, interrupted run
             saved = np.load(chunk)
             feats[start:start + CHUNK], errors[start:start + CHUNK] = saved["feats"], list(saved["errors"])
+            if "infos" in saved:
+                infos[start:start + CHUNK] = json.loads(str(saved["infos"]))
         else:
             todo.extend(range(start, min(start + CHUNK, len(paths))))
     if len(todo) < len(paths):
@@ -61,11 +65,11 @@ def extract_all(model, paths: list[str], cfg: dict, partial: Path) -> tuple[np.n
     left = Counter(i // CHUNK for i in todo)  # videos still to come, per chunk
     speed = Throughput()
     bar = tqdm(total=len(todo), desc="features", unit="video")
-    for local_index, features, error in iter_features(model, [paths[i] for i in todo], cfg):
+    for local_index, features, error, info in iter_features(model, [paths[i] for i in todo], cfg):
         position = todo[local_index]
         if features is not None:
             feats[position] = features.astype(np.float16)
-        errors[position] = error
+        errors[position], infos[position] = error, info
         bar.set_postfix(frames_per_s=f"{speed.add(cfg['num_frames'] if error == '' else 0):.1f}")
         bar.update()
         chunk_id = position // CHUNK
@@ -73,20 +77,19 @@ def extract_all(model, paths: list[str], cfg: dict, partial: Path) -> tuple[np.n
         if left[chunk_id] == 0:
             rows = slice(chunk_id * CHUNK, min((chunk_id + 1) * CHUNK, len(paths)))
             tmp = partial / f"chunk_{chunk_id:05d}.tmp.npz"
-            np.savez(tmp, feats=feats[rows], errors=np.array(errors[rows]))
+            np.savez(tmp, feats=feats[rows], errors=np.array(errors[rows]), infos=np.array(json.dumps(infos[rows])))
             tmp.replace(partial / f"chunk_{chunk_id:05d}.npz")
     bar.close()
     print(f"extracted {len(todo)} videos at {speed.add(0):.1f} frames/s")
-    return feats, errors
+    return feats, errors, infos
 
 
 def main() -> None:
     params = load_params("data", "features")
     cfg, device = resolve_runtime(params["features"])
     root = Path(params["data"]["root"])
-    if cfg["decoder"] == "decord" and not decord_available():
-        raise ParamsError("features.decoder is decord but decord is not installed (it has no wheel for "
-                          "this platform): set features.decoder: auto or pyav")
+    if unavailable_decoder(cfg["decoder"]):
+        raise ParamsError(unavailable_decoder(cfg["decoder"]))
     videos = pd.read_csv("data/metadata.csv")
     path = weights_file(cfg["weights"], cfg["backbone"])
     info = {**{k: cfg[k] for k in RESULT_KEYS}, "device": cfg["device"],
@@ -97,7 +100,11 @@ def main() -> None:
     print(f"features on {device} in {cfg['precision']}, {cfg['num_workers']} decode worker(s), "
           f"batches of {cfg['batch_frames']} frames")
     model = inference_backbone(cfg, device, cfg["batch_frames"])
-    feats, errors = extract_all(model, [str(root / v) for v in videos["video"]], cfg, partial)
+    feats, errors, infos = extract_all(model, [str(root / v) for v in videos["video"]], cfg, partial)
+    videos["rotation"] = [info["rotation"] for info in infos]  # degrees turned to make frames upright
+    warned = [(v, info["warning"]) for v, info in zip(videos["video"], infos) if info["warning"]]
+    for video, warning in warned:
+        print(f"warning: {video}: {warning}")
 
     failed = pd.DataFrame({"video": videos["video"], "error": errors})
     failed = failed[failed["error"] != ""]
@@ -121,7 +128,8 @@ def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     tmp.replace(OUT)
     shutil.rmtree(partial)
-    summary = {"videos": int(ok.sum()), "failed_videos": len(failed), "frames": int(ok.sum()) * cfg["num_frames"],
+    summary = {"videos": int(ok.sum()), "failed_videos": len(failed), "warned_videos": len(warned),
+               "frames": int(ok.sum()) * cfg["num_frames"],
                **{k: info[k] for k in ("feature_dim", "num_frames", "backbone", "weights", "precision",
                                        "decoder", "device")}}
     Path("metrics/features.json").write_text(json.dumps(summary, indent=2) + "\n")

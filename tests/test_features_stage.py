@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 
 from actionrec.extract import iter_features
 from actionrec.synthetic import write_avi
-from tests.conftest import ROOT, SAMPLE_VIDEOS, tiny_video
+from tests.conftest import ROOT, SAMPLE_VIDEOS, rotated_video, tiny_video
 
 TINY_FEATURES = {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 8, "num_workers": 1,
                  "compile": False}
@@ -37,6 +38,7 @@ def make_dataset(tmp_path: Path) -> Path:
         "Odd/v_Odd_g02_c01.avi": lambda p: tiny_video(p, frames=3, width=1920, height=1080),
         "Odd/v_Odd_g03_c01.avi": lambda p: p.write_bytes(                            # truncated
             (SAMPLE_VIDEOS / "v_ApplyEyeMakeup_g01_c01.avi").read_bytes()[:150_000]),
+        "Odd/v_Odd_g04_c01.mp4": lambda p: rotated_video(p, 90),                      # phone, upright
         "Bad/v_Bad_g01_c01.avi": lambda p: p.write_bytes(b""),                        # zero bytes
         "Bad/v_Bad_g02_c01.avi": lambda p: p.write_text("not a video\n" * 500),      # text
     }
@@ -65,7 +67,7 @@ def test_broken_videos_are_listed_and_decodable_ones_get_features(tmp_path):
     refused = run_stage(tmp_path)
     assert refused.returncode == 2
     error = refused.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: 2 of 11 videos could not be decoded") and "failed_videos.csv" in error
+    assert error.startswith("error: 2 of 12 videos could not be decoded") and "failed_videos.csv" in error
     assert "Traceback" not in refused.stderr
     assert not (tmp_path / "data/features").exists()  # nothing DVC could take as complete
     assert list((tmp_path / "data/features-partial").rglob("chunk_*.npz"))  # finished work kept
@@ -73,15 +75,20 @@ def test_broken_videos_are_listed_and_decodable_ones_get_features(tmp_path):
     write_params(tmp_path, root, max_failed_fraction=0.5)
     result = run_stage(tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "resuming: 11 videos already done" in result.stdout
+    assert "resuming: 12 videos already done" in result.stdout
     failed = pd.read_csv(tmp_path / "metrics/failed_videos.csv")
     assert list(failed.columns) == ["video", "error"]
     assert sorted(failed["video"]) == ["Bad/v_Bad_g01_c01.avi", "Bad/v_Bad_g02_c01.avi"]
     assert "not a video" in failed.set_index("video").loc["Bad/v_Bad_g02_c01.avi", "error"]
     kept = pd.read_csv(tmp_path / "data/features/videos.csv")
-    assert len(kept) == 9 and not kept["video"].str.startswith("Bad/").any()
+    assert len(kept) == 10 and not kept["video"].str.startswith("Bad/").any()
+    # the rotation turned to make frames upright, per video, kept across the resumed run
+    assert kept.set_index("video")["rotation"].to_dict() == {v: 90 if v.endswith(".mp4") else 0
+                                                             for v in kept["video"]}
+    assert "warning: Odd/v_Odd_g03_c01.avi: decoded 78 of 164 frames: damaged file?" in result.stdout
+    assert json.loads((tmp_path / "metrics/features.json").read_text())["warned_videos"] == 1
     feats = np.load(tmp_path / "data/features/features.npy", mmap_mode="r")
-    assert feats.shape == (9, 4, 2048) and feats.dtype == np.float16
+    assert feats.shape == (10, 4, 2048) and feats.dtype == np.float16
     assert np.isfinite(feats.astype(np.float32)).all() and (np.abs(feats.astype(np.float32)).sum(axis=(1, 2)) > 0).all()
     assert not list((tmp_path / "data/features-partial").rglob("chunk_*.npz"))  # cleaned up when done
 
@@ -143,11 +150,11 @@ def test_row_i_holds_video_i_when_videos_span_batches_and_some_fail(tmp_path):
     spec.loader.exec_module(stage)
     partial = tmp_path / "partial"
     partial.mkdir()
-    feats, errors = stage.extract_all(PixelLevel(), paths, cfg, partial)
+    feats, errors, _ = stage.extract_all(PixelLevel(), paths, cfg, partial)
     assert [bool(e) for e in errors] == [False, False, False, True, False, False, False]
     for i in (0, 1, 2, 4, 5, 6):
         assert np.allclose(feats[i, :, 0].astype(np.float32), [30 * i + 8 * j for j in range(4)], atol=3), i
-    streamed = {index: f[:, 0] for index, f, _ in iter_features(PixelLevel(), paths, cfg) if f is not None}
+    streamed = {index: f[:, 0] for index, f, _, _ in iter_features(PixelLevel(), paths, cfg) if f is not None}
     assert sorted(streamed) == [0, 1, 2, 4, 5, 6]
 
 

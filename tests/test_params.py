@@ -45,7 +45,7 @@ def test_numbers_written_by_dvc_exp_are_read_as_numbers(tmp_path):
     ("features", "precision", "fp8", "features.precision must be one of auto, fp32, bf16, fp16"),
     ("features", "device", "tpu", "features.device must be auto, cpu, cuda or cuda:N"),
     ("features", "compile", "yes", "features.compile must be auto, true or false"),
-    ("features", "decoder", "opencv", "features.decoder must be one of auto, decord, pyav"),
+    ("features", "decoder", "opencv", "features.decoder must be one of auto, decord, pyav, torchcodec"),
     ("features", "num_workers", -1, "features.num_workers must be auto or an integer"),
     ("train", "lr", "fast", "train.lr must be a number"),
     ("train", "bidirectional", "yes", "train.bidirectional must be true or false"),

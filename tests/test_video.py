@@ -77,19 +77,23 @@ def test_truncated_file_decodes_what_is_there(real_clips, tmp_path):
     assert frames.shape == (16, 240, 320, 3) and frames.std() > 5
 
 
-def test_pyav_takes_over_when_decord_fails_or_decodes_short(tmp_path, monkeypatch):
-    """A container that reports more frames than decord can decode: PyAV counts what decodes."""
+@pytest.mark.parametrize("decoder", ["decord", "torchcodec"])
+def test_pyav_takes_over_when_another_decoder_fails_or_decodes_short(tmp_path, monkeypatch, decoder):
+    """A decoder that fails (or counts other frames than the demuxer) on a file: PyAV, the
+    reference, decodes it, also when that decoder was asked for by name (the decoder is a
+    speed choice, so a file must not be lost to it)."""
     import actionrec.video as video
 
     path = tiny_video(tmp_path / "v.avi", frames=20)
-    expected = read_frames(path, 4)
+    expected = read_frames(path, 4, "pyav")
 
-    def short_read(path, num_frames):
-        raise VideoError("decord returned 3 of 4 frames")
+    def short_read(path, found, wanted, device="cpu"):
+        raise video._DecodedShort(f"{decoder} counts 3 frames, the demuxer 20")
 
-    monkeypatch.setattr(video, "_read_decord", short_read)
-    frames = video.read_frames(path, 4)
-    assert np.allclose(frames.mean(axis=(1, 2, 3)), expected.mean(axis=(1, 2, 3)), atol=4)
+    monkeypatch.setitem(video.DECODE, decoder, short_read)
+    monkeypatch.setattr(video, "unavailable_decoder", lambda name, key="features.decoder": "")
+    clip = video.sample_clip(path, 4, decoder)
+    assert clip.decoder == "pyav" and np.array_equal(clip.frames, expected)
 
 
 @pytest.mark.skipif(not decord_available(), reason="decord has no wheel for this platform")

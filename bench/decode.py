@@ -1,0 +1,142 @@
+"""Decoder benchmark: frames/s of sample_clip (16 sampled frames per video) per decoder, on
+short UCF-101-like clips and on a 10-minute 320x240 MPEG-4 AVI, beside the old two-pass
+PyAV reader. Prints a markdown table (docs/decoding.md holds the measured one).
+
+    python bench/decode.py [--clips 8] [--minutes 10] [--repeat 3]
+
+The generated videos go to data/bench/ (git-ignored) and are reused by later runs."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+
+import av
+import numpy as np
+
+from actionrec.synthetic import write_avi
+from actionrec.video import AUTO_ORDER, frame_indices, load_error, sample_clip
+
+OUT = Path("data/bench")
+SAMPLE_CLIP = Path("tests/data/v_ApplyEyeMakeup_g01_c01.avi")  # a real UCF-101 clip
+REAL_H264 = [Path("tests/data/kinetics_arm_wrestling.mp4"), Path("tests/data/short_32_frames.mp4")]
+
+
+def moving_frames(count: int, seed: int, width: int = 320, height: int = 240):
+    """Frames with texture and motion (a shifted noise image), so the encoder works as on film."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height * 2, width * 2, 3), np.uint8)
+    base = ((base.astype(np.uint16) + np.roll(base, 1, 0) + np.roll(base, 1, 1)) // 3).astype(np.uint8)
+    for i in range(count):
+        y, x = (3 * i) % height, (2 * i) % width
+        yield base[y:y + height, x:x + width]
+
+
+def short_clips(count: int) -> list[Path]:
+    """UCF-101-like clips: 320x240 MPEG-4 part 2 in AVI, 25 fps, 160 frames (6.4 s)."""
+    paths = []
+    for seed in range(count):
+        path = OUT / f"clip_{seed:02d}.avi"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_avi(path, np.stack(list(moving_frames(160, seed))), 25)
+        paths.append(path)
+    return paths
+
+
+def long_video(minutes: int) -> Path:
+    """A 320x240 MPEG-4 AVI at 25 fps, a keyframe every 250 frames (as common encoders
+    default to), encoded frame by frame so memory stays small."""
+    path = OUT / f"long_{minutes}min.avi"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.avi")
+    with av.open(str(tmp), mode="w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.bit_rate = 600_000
+        stream.codec_context.gop_size = 250
+        for frame in moving_frames(minutes * 60 * 25, seed=99):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(path)
+    return path
+
+
+def old_two_pass_pyav(path: str, num_frames: int) -> np.ndarray:
+    """The reader before sparse decoding: count every decoded frame, then decode again up to
+    the last sampled one (kept here only to compare)."""
+    def decoded(container):
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            yield from container.decode(stream)
+        except av.error.FFmpegError:
+            return
+
+    with av.open(path) as container:
+        count = sum(1 for _ in decoded(container))
+    wanted = frame_indices(count, num_frames)
+    picked = {}
+    with av.open(path) as container:
+        for i, frame in enumerate(decoded(container)):
+            if i in wanted:
+                picked[i] = frame.to_ndarray(format="rgb24")
+            if i >= wanted[-1]:
+                break
+    return np.stack([picked[i] for i in wanted])
+
+
+def frames_per_second(paths: list[Path], decoder: str, repeat: int) -> tuple[float, Counter]:
+    """Best of `repeat` runs over all paths; which decoder produced each video's frames."""
+    best, used = float("inf"), Counter()
+    for _ in range(repeat):
+        used = Counter()
+        start = time.perf_counter()
+        for path in paths:
+            if decoder == "old pyav (two passes)":
+                old_two_pass_pyav(str(path), 16)
+                used["pyav"] += 1
+            else:
+                used[sample_clip(path, 16, decoder).decoder] += 1
+        best = min(best, time.perf_counter() - start)
+    return 16 * len(paths) / best, used
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=8, help="generated short clips")
+    parser.add_argument("--minutes", type=int, default=10, help="length of the long video")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept")
+    args = parser.parse_args()
+    sets = {"UCF-101 clip + generated 320x240 MPEG-4 AVI": [SAMPLE_CLIP, *short_clips(args.clips)],
+            "real H.264 MP4 clips (tests/data)": REAL_H264,
+            f"{args.minutes}-minute 320x240 MPEG-4 AVI": [long_video(args.minutes)]}
+    decoders = [name for name in AUTO_ORDER if load_error(name) is None]
+    for name in AUTO_ORDER:
+        if name not in decoders:
+            print(f"({name} cannot load here: {load_error(name) or 'not installed'})")
+    for name in decoders:  # load each library once before timing
+        sample_clip(SAMPLE_CLIP, 16, name)
+    print(f"{datetime.date.today()}, {platform.machine()} {platform.processor() or ''}, "
+          f"{len(sets)} sets, 16 frames per video, best of {args.repeat}")
+    print("| decoder | " + " | ".join(f"{title} ({len(paths)} videos), frames/s" for title, paths in sets.items())
+          + " |")
+    print("|---" * (len(sets) + 1) + "|")
+    for decoder in [*decoders, "auto", "old pyav (two passes)"]:
+        cells = []
+        for paths in sets.values():
+            speed, used = frames_per_second(paths, decoder, args.repeat)
+            note = "" if set(used) <= {decoder} else " (" + ", ".join(f"{n} by {d}" for d, n in used.items()) + ")"
+            cells.append(f"{speed:.1f}{note}")
+        print(f"| {decoder} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
