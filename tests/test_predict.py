@@ -6,7 +6,6 @@ import importlib.util
 import json
 import re
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 
 from actionrec.model import build_model
 from actionrec.synthetic import write_avi
-from tests.conftest import ROOT, SAMPLE_VIDEOS, tiny_video
+from tests.conftest import ROOT, SAMPLE_VIDEOS, rotated_video, tiny_video, white_corner
 
 CLASSES = ["Archery", "Bowling", "Typing"]
 
@@ -175,30 +174,6 @@ def grey_video(path: Path, seconds: int, fps: int = 10) -> Path:
     return path
 
 
-def rotated_mp4(path: Path) -> Path:
-    """A phone video: stored landscape 64x48, left half red, right half blue, with a 90 degree
-    display matrix in its track header (as phones write portrait videos)."""
-    import av
-
-    frame = np.zeros((48, 64, 3), np.uint8)
-    frame[:, :32, 0] = 255
-    frame[:, 32:, 2] = 255
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for _ in range(10):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    data = bytearray(path.read_bytes())
-    box = data.find(b"tkhd") - 4
-    assert box > 0 and data[box + 8] == 0  # a version 0 track header: its matrix is at offset 48
-    data[box + 48:box + 84] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)
-    path.write_bytes(bytes(data))
-    return path
-
-
 def png(path: str | Path) -> np.ndarray:
     from PIL import Image
 
@@ -307,15 +282,15 @@ def test_frames_out_are_exactly_what_the_backbone_sees(real_clips, model_file, t
     assert code == 2 and err.startswith("error: --frames-out") and len(err.splitlines()) == 1
 
 
-def test_frames_out_of_a_phone_video_are_upright(tmp_path, model_file, cli):
-    """Stored landscape red|blue, shown portrait: upright frames are red over blue (or blue
-    over red), whatever the direction of the turn."""
-    video = rotated_mp4(tmp_path / "phone.mp4")
+@pytest.mark.parametrize("degrees, corner", [(90, "TR"), (270, "BL")])
+def test_frames_out_of_a_phone_video_are_upright(tmp_path, model_file, cli, degrees, corner):
+    """Stored landscape with a white top-left corner, shown portrait: the frames the model sees
+    are turned as a player shows them (then resized and cropped)."""
+    video = rotated_video(tmp_path / "phone.mp4", degrees)
     code, _, err = cli(video, "--model", model_file, "--frames-out", tmp_path / "seen")
     assert code == 0, err
-    frame = png(sorted((tmp_path / "seen").iterdir())[0]).astype(int)
-    top, bottom, left, right = frame[2].mean(0), frame[-3].mean(0), frame[:, 2].mean(0), frame[:, -3].mean(0)
-    assert np.abs(top - bottom).max() > 150 and np.abs(left - right).max() < 30
+    frames = [png(path) for path in sorted((tmp_path / "seen").iterdir())]
+    assert len(frames) == 4 and all(white_corner(frame) == corner for frame in frames)
 
 
 def test_a_folder_gives_one_csv_row_per_file_with_one_model_load(tmp_path, model_file, cli, monkeypatch):
