@@ -259,8 +259,8 @@ def predict_windows(args: argparse.Namespace) -> None:
     else:
         print(f"{args.path}: {duration:.2f} s, windows of {args.window:g} s every {stride:g} s")
         for item in timeline:
-            print(f"  {item['start']:7.2f}-{item['end']:.2f} s  {item['label']:<24} "
-                  f"{100 * item['confidence']:6.2f}%")
+            span = f"{item['start']:.2f}-{item['end']:.2f} s"
+            print(f"  {span:>15}  {item['label']:<24} {100 * item['confidence']:6.2f}%")
     for line in warnings:
         warn(line)
 
