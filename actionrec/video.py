@@ -510,6 +510,9 @@ def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
             frames = DECODE[name](path, found, wanted, gpu if name == "torchcodec" else "cpu")
         except Exception as error:  # decord and torchcodec raise their own and generic errors
             errors.append(f"{name}: {_first_line(error)}")
+            if name == "torchcodec" and gpu != "cpu":
+                _note(f"torchcodec could not decode {found.codec} on {gpu} ({_first_line(error)}): "
+                      "decoding on the CPU")
             continue
         if frames.shape != (len(wanted), found.height, found.width, 3):
             errors.append(f"{name}: frames of shape {frames.shape[1:]}")

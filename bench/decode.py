@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from actionrec.video import AUTO_ORDER, frame_indices, load_error, sample_clip
 
 OUT = Path("data/bench")
 SAMPLE_CLIP = Path("tests/data/v_ApplyEyeMakeup_g01_c01.avi")  # a real UCF-101 clip
+OLD = "old pyav (two passes)"
 REAL_H264 = [Path("tests/data/kinetics_arm_wrestling.mp4"), Path("tests/data/short_32_frames.mp4")]
 
 
@@ -93,25 +95,30 @@ def old_two_pass_pyav(path: str, num_frames: int) -> np.ndarray:
     return np.stack([picked[i] for i in wanted])
 
 
-def frames_per_second(paths: list[Path], decoder: str, repeat: int) -> tuple[float, Counter]:
-    """Best of `repeat` runs over all paths; which decoder produced each video's frames."""
-    best, used = float("inf"), Counter()
-    for _ in range(repeat):
-        used = Counter()
-        start = time.perf_counter()
-        for path in paths:
-            if decoder == "old pyav (two passes)":
-                old_two_pass_pyav(str(path), 16)
-                used["pyav"] += 1
-            else:
-                used[sample_clip(path, 16, decoder).decoder] += 1
-        best = min(best, time.perf_counter() - start)
-    return 16 * len(paths) / best, used
+def timed_run(paths: list[Path], decoder: str) -> tuple[float, Counter]:
+    """Seconds for one pass over paths; which decoder produced each video's frames."""
+    used = Counter()
+    start = time.perf_counter()
+    for path in paths:
+        if decoder == OLD:
+            old_two_pass_pyav(str(path), 16)
+            used["pyav"] += 1
+        else:
+            used[sample_clip(path, 16, decoder).decoder] += 1
+    return time.perf_counter() - start, used
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=8, help="generated short clips")
+    parser.add_argument("--clips", type=int, default=15, help="generated short clips")
     parser.add_argument("--minutes", type=int, default=10, help="length of the long video")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept")
     args = parser.parse_args()
@@ -124,17 +131,26 @@ def main() -> None:
             print(f"({name} cannot load here: {load_error(name) or 'not installed'})")
     for name in decoders:  # load each library once before timing
         sample_clip(SAMPLE_CLIP, 16, name)
-    print(f"{datetime.date.today()}, {platform.machine()} {platform.processor() or ''}, "
-          f"{len(sets)} sets, 16 frames per video, best of {args.repeat}")
-    print("| decoder | " + " | ".join(f"{title} ({len(paths)} videos), frames/s" for title, paths in sets.items())
+    rows = [*decoders, "auto", OLD]
+    best: dict[tuple[str, str], float] = {}
+    used: dict[tuple[str, str], Counter] = {}
+    for _ in range(args.repeat):  # rounds over all decoders, so a busy spell hits them alike
+        for decoder in rows:
+            for title, paths in sets.items():
+                seconds, used[decoder, title] = timed_run(paths, decoder)
+                best[decoder, title] = min(best.get((decoder, title), float("inf")), seconds)
+    print(f"{datetime.date.today()}, {cpu_name()}, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}; 16 frames per video, best of {args.repeat} rounds")
+    print("| decoder | " + " | ".join(f"{title} ({len(paths)} video{'s' * (len(paths) > 1)}), frames/s"
+                                     for title, paths in sets.items())
           + " |")
     print("|---" * (len(sets) + 1) + "|")
-    for decoder in [*decoders, "auto", "old pyav (two passes)"]:
+    for decoder in rows:
         cells = []
-        for paths in sets.values():
-            speed, used = frames_per_second(paths, decoder, args.repeat)
-            note = "" if set(used) <= {decoder} else " (" + ", ".join(f"{n} by {d}" for d, n in used.items()) + ")"
-            cells.append(f"{speed:.1f}{note}")
+        for title, paths in sets.items():
+            counts = used[decoder, title]
+            note = "" if set(counts) <= {decoder} else " (" + ", ".join(f"{n} by {d}" for d, n in counts.items()) + ")"
+            cells.append(f"{16 * len(paths) / best[decoder, title]:.1f}{note}")
         print(f"| {decoder} | " + " | ".join(cells) + " |")
 
 

@@ -352,3 +352,22 @@ def test_gpu_decoding_puts_torchcodec_first_and_pyav_still_backs_it(tmp_path):
     assert video._decoder_order("auto", found, "cuda") == ["torchcodec", "pyav"]
     assert video._decoder_order("auto", found, "cpu") == ["pyav"]
     assert video._decoder_order("decord", found._replace(rotation=90), "cpu") == ["pyav"]
+
+
+def test_a_gpu_decode_that_fails_falls_back_to_the_cpu_with_one_line(real_clips, monkeypatch, capsys):
+    """No NVDEC here: the GPU path is chosen (torchcodec 'loads', H.264), fails, and PyAV
+    decodes on the CPU; one line says so."""
+    monkeypatch.setattr(video, "load_error", lambda name: None)
+    video._note.cache_clear()
+
+    def no_nvdec(path, found, wanted, device):
+        assert device == "cuda"
+        raise RuntimeError("CUDA driver not found")
+
+    monkeypatch.setitem(video.DECODE, "torchcodec", no_nvdec)
+    path = real_clips["short_32_frames.mp4"]
+    clip = sample_clip(path, 4, device="cuda")
+    assert clip.decoder == "pyav" and np.array_equal(clip.frames, sample_clip(path, 4).frames)
+    assert capsys.readouterr().err.strip() == ("note: torchcodec could not decode h264 on cuda "
+                                               "(CUDA driver not found): decoding on the CPU")
+    video._note.cache_clear()
