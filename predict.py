@@ -203,7 +203,6 @@ def window_bounds(duration: float, window: float, stride: float, tolerance: floa
     """[0, window), [stride, stride + window), ... while they fit in the video, then one window
     ending at the video's end if more than `tolerance` seconds (a frame) is left uncovered. A
     window as long as the video or longer: one window over the whole video."""
-    duration = round(duration, 3)
     if window >= duration - tolerance:
         return [(0.0, duration)]
     bounds = []
@@ -217,7 +216,8 @@ def window_bounds(duration: float, window: float, stride: float, tolerance: floa
 
 
 def video_duration(video: str) -> tuple[float, float]:
-    """(duration in seconds, one frame's duration) from the container; VideoError if unknown."""
+    """(duration in seconds, rounded to ms, and one frame's duration) from the container;
+    VideoError if the file is not a video or its duration is unknown."""
     from actionrec.video import VideoError, probe
 
     info = probe(video)
@@ -225,42 +225,50 @@ def video_duration(video: str) -> tuple[float, float]:
     duration = info.get("duration") or (info["frame_count"] / fps if fps and info.get("frame_count") else 0)
     if not duration:
         raise VideoError("its duration is unknown, so it cannot be cut into windows")
-    return float(duration), (1 / fps if fps else 1e-3)
+    return round(float(duration), 3), (1 / fps if fps else 1e-3)
 
 
 def predict_windows(args: argparse.Namespace) -> None:
-    """Each window classified from its own num_frames frames, sampled within it."""
+    """Each window classified from its own num_frames frames, sampled within it. A window that
+    cannot be decoded (past the damage in a cut file) gets an error in place of its label."""
     from actionrec.video import VideoError
 
     stride = args.stride or args.window
     frames_out = check_frames_out(args.frames_out)
     predictor = load_predictor(args.model, args.device, args.decoder)
-    notes, timeline = [], []
     try:
         duration, frame_time = video_duration(args.path)
-        bounds = window_bounds(duration, args.window, stride, frame_time)
-        if args.window >= duration - frame_time:
-            notes.append(f"{args.path} is {duration:.2f} s long, not longer than --window {args.window:g}: "
-                         "one window over the whole video")
-        for n, (start, end) in enumerate(bounds):
-            folder = frames_out / f"w{n:03d}_{start:.2f}-{end:.2f}s" if frames_out else None
-            result = predict_clip(predictor, args.path, args.top_k, start, end, folder)
-            timeline.append({"start": start, "end": end,
-                             **{k: v for k, v in result.items() if k not in ("warning", "decoder")}})
-            if result["warning"] and f"{args.path}: {result['warning']}" not in notes:
-                notes.append(f"{args.path}: {result['warning']}")
     except VideoError as error:
         fail(f"cannot read {args.path} as a video ({error})")
+    notes, timeline, decoders = [], [], []
+    if args.window >= duration - frame_time:
+        notes.append(f"{args.path} is {duration:.2f} s long, not longer than --window {args.window:g}: "
+                     "one window over the whole video")
+    for n, (start, end) in enumerate(window_bounds(duration, args.window, stride, frame_time)):
+        folder = frames_out / f"w{n:03d}_{start:.2f}-{end:.2f}s" if frames_out else None
+        try:
+            result = predict_clip(predictor, args.path, args.top_k, start, end, folder)
+        except VideoError as error:
+            timeline.append({"start": start, "end": end, "error": str(error)})
+            continue
+        decoders.append(result.pop("decoder"))
+        warning = result.pop("warning")
+        if warning and f"{args.path}: {warning}" not in notes:
+            notes.append(f"{args.path}: {warning}")
+        timeline.append({"start": start, "end": end, **result})
+    if not decoders:
+        fail(f"cannot read {args.path} as a video ({timeline[0]['error']})")
     warnings = notes + model_warnings(predictor.meta)
     if args.json:
-        print(json.dumps({"video": args.path, "duration": round(duration, 3), "window": args.window,
-                          "stride": stride, "decoder": result["decoder"], "timeline": timeline,
-                          "warnings": warnings}))
+        print(json.dumps({"video": args.path, "duration": duration, "window": args.window, "stride": stride,
+                          "decoder": decoders[0], "timeline": timeline, "warnings": warnings}))
     else:
         print(f"{args.path}: {duration:.2f} s, windows of {args.window:g} s every {stride:g} s")
         for item in timeline:
             span = f"{item['start']:.2f}-{item['end']:.2f} s"
-            print(f"  {span:>15}  {item['label']:<24} {100 * item['confidence']:6.2f}%")
+            said = (f"{item['label']:<24} {100 * item['confidence']:6.2f}%" if "label" in item
+                    else f"error: {item['error']}")
+            print(f"  {span:>15}  {said}")
     for line in warnings:
         warn(line)
 
@@ -311,12 +319,13 @@ def predict_folder(args: argparse.Namespace) -> None:
                + (f"; {skipped_count} other files skipped" if skipped_count else ""))
     if failed == len(videos):
         fail(f"none of the {len(videos)} videos under {folder} could be read: see the error column of {out}")
+    warnings = model_warnings(predictor.meta)
     if args.json:
         print(json.dumps({"folder": str(folder), "csv": str(out), "videos": len(videos),
                           "classified": len(videos) - failed, "failed": failed, "skipped": skipped_count,
-                          "warnings": model_warnings(predictor.meta)}))
+                          "warnings": warnings}))
     print(summary, file=sys.stderr)
-    for line in model_warnings(predictor.meta):
+    for line in warnings:
         warn(line)
 
 

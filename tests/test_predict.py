@@ -382,3 +382,26 @@ def test_window_bounds_cover_the_end_of_the_video(cli):
     assert bounds(6.02, 2, 2, 0.04) == [(0, 2), (2, 4), (4, 6.02)]       # not for a frame
     assert bounds(1.5, 2, 1, 0.04) == [(0, 1.5)]
     assert bounds(6.0, 1, 2.5, 0.04) == [(0, 1), (2.5, 3.5), (5, 6)]     # stride > window: gaps
+
+
+def test_a_window_that_cannot_be_decoded_is_an_error_in_its_place(tmp_path, model_file, cli, monkeypatch):
+    """The other windows keep their labels (here a decoder failing from 2 s on)."""
+    import actionrec.video
+
+    real_sample_clip = actionrec.video.sample_clip
+
+    def failing_late(path, num_frames, decoder="auto", start=None, end=None, device="cpu"):
+        if start >= 2:
+            raise actionrec.video.VideoError("PyAV: Invalid data found when processing input")
+        return real_sample_clip(path, num_frames, decoder, start=start, end=end, device=device)
+
+    monkeypatch.setattr(actionrec.video, "sample_clip", failing_late)
+    video = grey_video(tmp_path / "long.avi", seconds=4)
+    code, out, err = cli(video, "--model", model_file, "--window", "1", "--json")
+    timeline = json.loads(out)["timeline"]
+    assert code == 0 and [("label" in w, "error" in w) for w in timeline] == [(True, False)] * 2 + [(False, True)] * 2
+    code, out, _ = cli(video, "--model", model_file, "--window", "1")
+    assert code == 0 and out.splitlines()[3].endswith("error: PyAV: Invalid data found when processing input")
+    monkeypatch.setattr(actionrec.video, "sample_clip", lambda *a, **k: failing_late(*a, **{**k, "start": 2}))
+    code, out, err = cli(video, "--model", model_file, "--window", "1")
+    assert code == 2 and out == "" and err.startswith("error: cannot read") and len(err.splitlines()) == 1
