@@ -279,12 +279,12 @@ def predict_folder(args: argparse.Namespace) -> None:
     classified, the failures being in the CSV; exit 2 when none was."""
     from tqdm import tqdm
 
-    from actionrec.folder import SKIP_REASONS, VIDEO_EXTENSIONS, videos_under
+    from actionrec.folder import SKIP_REASONS, VIDEO_EXTENSIONS, is_video, videos_under
     from actionrec.video import VideoError
 
     folder, out = Path(args.path), Path(args.csv)
-    if not out.parent.is_dir() or out.is_dir():
-        fail(f"--csv {args.csv}: give a file in an existing folder")
+    if not out.parent.is_dir() or out.is_dir() or is_video(out.name):  # never write over a video
+        fail(f"--csv {args.csv}: give a .csv file name in an existing folder")
     videos, skipped = videos_under(folder)
     if not videos:
         fail(f"no video under {folder} ({', '.join(VIDEO_EXTENSIONS)}, any case, at any depth)")

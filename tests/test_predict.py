@@ -337,6 +337,10 @@ def test_a_folder_without_readable_videos_is_exit_2(tmp_path, model_file, cli):
     (folder / "notes.txt").write_text("hello")
     code, out, err = cli(folder, "--csv", out_csv, "--model", model_file)
     assert code == 2 and out == "" and err.startswith("error: no video under") and not out_csv.exists()
+    tiny_video(folder / "keep.avi", frames=4)
+    code, _, err = cli(folder, "--csv", folder / "keep.avi", "--model", model_file)  # not over a video
+    assert code == 2 and err.startswith("error: --csv") and (folder / "keep.avi").stat().st_size > 1000
+    (folder / "keep.avi").unlink()
     (folder / "broken.avi").write_text("not a video\n" * 100)
     code, out, err = cli(folder, "--csv", out_csv, "--model", model_file)
     assert code == 2 and len(err.splitlines()) == 1 and "none of the 1 videos" in err
