@@ -31,6 +31,7 @@ def fail(message: str) -> None:
 
 
 def warn(message: str) -> None:
+    """Text mode only: with --json, stdout's one object holds the warnings and stderr stays quiet."""
     print(f"warning: {message}", file=sys.stderr)
 
 
@@ -195,8 +196,8 @@ def predict_video(args: argparse.Namespace) -> None:
         print(f"Top {len(result['top_k'])}:")
         for rank, item in enumerate(result["top_k"], 1):
             print(f"  {rank}. {item['label']:<24} {100 * item['confidence']:6.2f}%")
-    for line in warnings:
-        warn(line)
+        for line in warnings:
+            warn(line)
 
 
 def window_bounds(duration: float, window: float, stride: float, tolerance: float) -> list[tuple[float, float]]:
@@ -269,8 +270,8 @@ def predict_windows(args: argparse.Namespace) -> None:
             said = (f"{item['label']:<24} {100 * item['confidence']:6.2f}%" if "label" in item
                     else f"error: {item['error']}")
             print(f"  {span:>15}  {said}")
-    for line in warnings:
-        warn(line)
+        for line in warnings:
+            warn(line)
 
 
 def predict_folder(args: argparse.Namespace) -> None:
@@ -324,6 +325,7 @@ def predict_folder(args: argparse.Namespace) -> None:
         print(json.dumps({"folder": str(folder), "csv": str(out), "videos": len(videos),
                           "classified": len(videos) - failed, "failed": failed, "skipped": skipped_count,
                           "warnings": warnings}))
+        return
     print(summary, file=sys.stderr)
     for line in warnings:
         warn(line)

@@ -195,8 +195,9 @@ def test_a_demo_or_random_backbone_model_says_so(tmp_path, cli, kind):
     video = tiny_video(tmp_path / "v.avi", frames=8)
     code, out, err = cli(video, "--model", model)
     assert code == 0 and out.startswith("Prediction: ")
-    _, out_json, _ = cli(video, "--model", model, "--json")
+    _, out_json, err_json = cli(video, "--model", model, "--json")
     warnings = json.loads(out_json)["warnings"]
+    assert err_json == ""  # with --json, the one object on stdout says it all
     if kind == "real":
         assert warnings == [] and "warning" not in err
         return
@@ -325,8 +326,8 @@ def test_a_folder_gives_one_csv_row_per_file_with_one_model_load(tmp_path, model
     assert summary.startswith("classified 3 of 4 videos") and "1 could not be read" in summary
     assert "3 other files skipped" in summary and err.splitlines()[1].startswith("warning: ")
 
-    code, out, _ = cli(folder, "--csv", out_csv, "--model", model_file, "--json")
-    assert code == 0 and json.loads(out) | {"warnings": []} == {
+    code, out, err = cli(folder, "--csv", out_csv, "--model", model_file, "--json")
+    assert code == 0 and err == "" and json.loads(out) | {"warnings": []} == {
         "folder": str(folder), "csv": str(out_csv), "videos": 4, "classified": 3, "failed": 1, "skipped": 3,
         "warnings": []}
 
@@ -372,11 +373,12 @@ def test_windows_each_classify_their_own_frames(tmp_path, model_file, cli):
 
 def test_a_window_longer_than_the_video_is_the_whole_video(tmp_path, model_file, cli):
     video = grey_video(tmp_path / "short.avi", seconds=3)
-    code, out, err = cli(video, "--model", model_file, "--window", "10", "--json")
+    code, out, _ = cli(video, "--model", model_file, "--window", "10", "--json")
     result = json.loads(out)
     assert code == 0 and [(w["start"], w["end"]) for w in result["timeline"]] == [(0, 3)]
     assert "one window over the whole video" in result["warnings"][0]
-    assert "one window over the whole video" in err
+    code, out, err = cli(video, "--model", model_file, "--window", "10")
+    assert code == 0 and len(out.splitlines()) == 2 and "one window over the whole video" in err
 
 
 def test_window_bounds_cover_the_end_of_the_video(cli):
