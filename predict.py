@@ -37,7 +37,7 @@ def predict(video: str, model_path: str, top_k: int, device_name: str = "auto") 
     from actionrec.backbone import embed, inference_backbone, resize_crop
     from actionrec.device import cpu_has_native_bf16, resolve_device
     from actionrec.model import load_checkpoint, lstm_inputs
-    from actionrec.params import ParamsError
+    from actionrec.params import ParamsError, UserError
     from actionrec.video import VideoError, read_frames
 
     if not Path(model_path).is_file():
@@ -59,9 +59,9 @@ def predict(video: str, model_path: str, top_k: int, device_name: str = "auto") 
         precision = "fp32"  # made on a GPU or a bf16 CPU: fp32 here gives the same features within rounding
     try:  # compiling pays over many videos, not one
         backbone = inference_backbone({**meta, "precision": precision, "compile": False}, device)
-    except RuntimeError as error:
+    except UserError as error:  # e.g. named weights that cannot be downloaded
         fail(str(error))
-    features = embed(backbone, resize_crop(frames, meta["resize"], meta["crop"]), precision)
+    features = embed(backbone, resize_crop(frames, backbone.preprocessing), precision)
     with torch.no_grad():
         probs = torch.softmax(model(lstm_inputs(features.numpy()[None], meta).to(device))[0], dim=0).cpu()
     top = torch.topk(probs, min(top_k, len(probs)))

@@ -16,11 +16,11 @@ from actionrec.video import VideoError, read_frames
 
 
 class ClipDataset(Dataset):
-    """Item i: (i, uint8 [T, 3, crop, crop] frames or None, error message or "")."""
+    """Item i: (i, uint8 [T, 3, crop, crop] frames or None, error message or ""); `prep` is
+    actionrec.backbone.preprocessing()'s dict."""
 
-    def __init__(self, paths: list[str], num_frames: int, resize: int, crop: int, decoder: str = "auto"):
-        self.paths, self.num_frames, self.resize, self.crop = paths, num_frames, resize, crop
-        self.decoder = decoder
+    def __init__(self, paths: list[str], num_frames: int, prep: dict, decoder: str = "auto"):
+        self.paths, self.num_frames, self.prep, self.decoder = paths, num_frames, prep, decoder
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -28,7 +28,7 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int):
         try:
             frames = read_frames(self.paths[i], self.num_frames, self.decoder)
-            return i, resize_crop(frames, self.resize, self.crop), ""
+            return i, resize_crop(frames, self.prep), ""
         except VideoError as error:
             return i, None, str(error)
         except Exception as error:  # a decoder bug on one file must not end the stage
@@ -50,7 +50,7 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
     On CUDA, decoded frames arrive in pinned memory and are copied to the GPU as uint8 while
     the next video decodes; batches are assembled there."""
     device = model.inference_device
-    dataset = ClipDataset(paths, cfg["num_frames"], cfg["resize"], cfg["crop"], cfg.get("decoder", "auto"))
+    dataset = ClipDataset(paths, cfg["num_frames"], model.preprocessing, cfg.get("decoder", "auto"))
     workers, batch_frames = cfg["num_workers"], cfg["batch_frames"]
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=8 if workers else None, pin_memory=device.type == "cuda",
