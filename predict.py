@@ -84,7 +84,7 @@ def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Pr
     from actionrec.backbone import inference_backbone
     from actionrec.device import cpu_has_native_bf16, resolve_device
     from actionrec.model import load_checkpoint
-    from actionrec.params import ParamsError
+    from actionrec.params import ParamsError, UserError
     from actionrec.video import unavailable_decoder
 
     try:
@@ -103,17 +103,18 @@ def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Pr
         precision = "fp32"  # made on a GPU or a bf16 CPU: fp32 here gives the same features within rounding
     try:  # compiling pays over thousands of frames, more than a predict.py run sees
         backbone = inference_backbone({**meta, "precision": precision, "compile": False}, device)
-    except RuntimeError as error:
+    except UserError as error:  # e.g. named weights that cannot be downloaded
         fail(str(error))
     return Predictor(head, backbone, meta, device, precision, decoder)
 
 
 def model_input(frames, meta: dict) -> torch.Tensor:
     """Upright uint8 [T, H, W, 3] frames -> uint8 [T, 3, crop, crop]: exactly what the features
-    stage gives the backbone (normalisation happens inside embed)."""
-    from actionrec.backbone import resize_crop
+    stage gave the backbone, by the preprocessing recorded in the model file (resize, crop,
+    interpolation; its mean/std normalisation happens inside embed)."""
+    from actionrec.backbone import preprocessing, resize_crop
 
-    return resize_crop(frames, meta["resize"], meta["crop"])
+    return resize_crop(frames, preprocessing(meta))
 
 
 def classify(predictor: Predictor, inputs: torch.Tensor, top_k: int) -> list[dict]:

@@ -20,7 +20,7 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from actionrec.backbone import inference_backbone, weights_file
+from actionrec.backbone import inference_backbone, preprocessing, weights_file
 from actionrec.device import resolve_runtime
 from actionrec.download import sha256_of
 from actionrec.extract import NO_INFO, Throughput, atomic_save_npy, iter_features
@@ -29,7 +29,8 @@ from actionrec.video import unavailable_decoder
 
 OUT, PARTIAL, CHUNK = Path("data/features"), Path("data/features-partial"), 64
 # the params that change feature values (dvc.yaml lists the same keys); the rest only speed
-RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "resize", "crop", "decoder", "seed")
+RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "resize", "crop", "interpolation", "decoder",
+               "seed")
 CODE = ("stages/features.py", "actionrec/video.py", "actionrec/backbone.py", "actionrec/extract.py",
         "actionrec/device.py")
 
@@ -92,7 +93,7 @@ def main() -> None:
         raise ParamsError(unavailable_decoder(cfg["decoder"]))
     videos = pd.read_csv("data/metadata.csv")
     path = weights_file(cfg["weights"], cfg["backbone"])
-    info = {**{k: cfg[k] for k in RESULT_KEYS}, "device": cfg["device"],
+    info = {**{k: cfg[k] for k in RESULT_KEYS}, "preprocessing": preprocessing(cfg), "device": cfg["device"],
             "weights_sha256": sha256_of(path) if path and path.is_file() else None,
             "torch": torch.__version__, "torchvision": torchvision.__version__}
     partial = PARTIAL / fingerprint({k: v for k, v in info.items() if k != "device"}, videos, root)

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 import yaml
 
+from actionrec.backbone import DEFAULT_PREPROCESSING
 from actionrec.extract import iter_features
 from actionrec.synthetic import write_avi
 from tests.conftest import ROOT, SAMPLE_VIDEOS, rotated_video, tiny_video
@@ -51,8 +52,8 @@ def make_dataset(tmp_path: Path) -> Path:
 
 def write_params(tmp_path: Path, root: Path, **features) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"]["root"] = str(root)
-    params["features"].update(TINY_FEATURES, **features)
+    params["data"]["root"] = str(root.relative_to(tmp_path))  # an absolute path inside the repo is refused
+    params["features"].update(TINY_FEATURES, allow_random_weights=True, **features)  # videos not the demo's
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -127,6 +128,7 @@ class PixelLevel(torch.nn.Module):
     """A stub backbone whose feature is the mean grey level of the frame: it shows which
     frame of which video each row came from."""
     feature_dim, inference_device = 1, torch.device("cpu")
+    preprocessing = {**DEFAULT_PREPROCESSING, "resize": 48, "crop": 32}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x[:, 0] * 0.229 * 255 + 0.485 * 255).mean(dim=(1, 2))[:, None]
