@@ -79,6 +79,8 @@ class Predictor(NamedTuple):
 
 
 def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Predictor:
+    """The model file's head and backbone on the device, once for all the clips of a run; the
+    decoder asked for (None: the model's). One-line exit 2 for whatever the user can fix."""
     if not Path(model_path).is_file():
         fail(f"no trained model at {model_path}: run 'make repro' (or 'dvc repro') first")
     from actionrec.backbone import inference_backbone
