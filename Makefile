@@ -57,6 +57,7 @@ plots: venv
 	python -m actionrec.report plots $(if $(BASE),--base $(BASE)) --out $(OUT)
 
 bench: venv
+	python bench/decode.py
 	python bench/extract.py --whole
 	@# both cores, as the 2-minutes-a-run target is stated (train.threads: 1 is for shared cores)
 	python bench/train.py --heads lstm,gru,transformer,mean -S threads=0

@@ -176,20 +176,17 @@ def _presentation(pts: list, dts: list, key: list, time_base: float | None, fps:
     position k is a clean start when every earlier packet shows before it and every later
     one after it (no open-GOP frames that need the previous group): then decoding from it
     yields frames k, k+1, ... in order. Without timestamps only the start is clean."""
-    count = len(pts)
+    times = np.arange(len(pts)) / (fps or 25.0)  # without timestamps: the nominal rate
     positions = [0]
     if all(p is not None for p in pts):
         stamps = np.array(pts, dtype=np.int64)
-        shown = np.sort(stamps)
-        times = (shown - shown[0]) * (time_base or 0.0)
+        if time_base:
+            shown = np.sort(stamps)
+            times = (shown - shown[0]) * time_base
         before = np.maximum.accumulate(np.concatenate([[np.iinfo(np.int64).min], stamps[:-1]]))
         after = np.minimum.accumulate(np.concatenate([stamps[1:], [np.iinfo(np.int64).max]])[::-1])[::-1]
         clean = np.flatnonzero(np.array(key) & (before < stamps) & (stamps < after))
         positions = sorted({0, *clean.tolist()})
-    else:
-        times = np.arange(count) / (fps or 25.0)
-    if time_base is None or not np.all(np.diff(times) >= 0):
-        times = np.arange(count) / (fps or 25.0)
     seek_points = {k: (pts[k], dts[k]) for k in positions}
     return times, positions, seek_points
 

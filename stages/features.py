@@ -57,8 +57,7 @@ def extract_all(model, paths: list[str], cfg: dict, partial: Path) -> tuple[np.n
         if chunk.exists():  # finished by an earlier, interrupted run
             saved = np.load(chunk)
             feats[start:start + CHUNK], errors[start:start + CHUNK] = saved["feats"], list(saved["errors"])
-            if "infos" in saved:
-                infos[start:start + CHUNK] = json.loads(str(saved["infos"]))
+            infos[start:start + CHUNK] = json.loads(str(saved["infos"]))
         else:
             todo.extend(range(start, min(start + CHUNK, len(paths))))
     if len(todo) < len(paths):
