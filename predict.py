@@ -1,18 +1,38 @@
-"""Classify one video with the trained model: python predict.py VIDEO [--top-k K] [--json]
+"""Classify videos with the trained model (docs/predict.md):
+
+  python predict.py VIDEO [--top-k K] [--json]     one video
+  python predict.py VIDEO --window 2 [--stride 1]  a long video as a timeline of 2 s windows
+  python predict.py VIDEO --frames-out DIR         also save the frames the model saw, as PNGs
+  python predict.py DIR --csv out.csv              every video under DIR, one CSV row each
 
 Everything it needs (class names, frames, backbone, weights, preprocessing, feature
 normalisation) comes from the model file that `dvc repro` wrote; nothing is guessed."""
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from actionrec.video import DECODERS  # numpy only: argument errors come before torch loads
+
+if TYPE_CHECKING:
+    import torch
+
+CSV_COLUMNS = ("file", "label", "confidence", "top_k", "error", "warning")
+ADVICE = "train on real videos first (docs/predict.md)"
 
 
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def warn(message: str) -> None:
+    """Text mode only: with --json, stdout's one object holds the warnings and stderr stays quiet."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def check_weights(meta: dict) -> None:
@@ -31,65 +51,330 @@ def check_weights(meta: dict) -> None:
              "that file, or re-run 'dvc repro' to retrain on the new one")
 
 
-def predict(video: str, model_path: str, top_k: int, device_name: str = "auto") -> dict:
-    import torch
+def model_warnings(meta: dict) -> list[str]:
+    """Why the model's labels may mean nothing on a real video: it learned the synthetic demo,
+    or its backbone had random weights. Model files from before `data_source` was recorded
+    tell only the second (the demo's default)."""
+    random_backbone = meta["weights"] == "none"
+    source = meta.get("data_source")
+    if source == "synthetic":
+        how = " with a random backbone" if random_backbone else ""
+        return [f"this model was trained on the synthetic demo dataset{how}: its labels mean nothing "
+                f"on real videos; {ADVICE}"]
+    if random_backbone:
+        demo = ", like the synthetic demo" if source is None else ""
+        return [f"this model was trained with a random backbone (features.weights: none{demo}): its "
+                f"labels mean little on real videos; {ADVICE}"]
+    return []
 
-    from actionrec.backbone import embed, inference_backbone, resize_crop
-    from actionrec.device import cpu_has_native_bf16, resolve_device
-    from actionrec.model import load_checkpoint, lstm_inputs
-    from actionrec.params import ParamsError
-    from actionrec.video import VideoError, read_frames
 
+class Predictor(NamedTuple):
+    """The model file loaded once: head, backbone, and how to run them."""
+    head: torch.nn.Module
+    backbone: torch.nn.Module
+    meta: dict
+    device: torch.device
+    precision: str
+    decoder: str
+
+
+def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Predictor:
+    """The model file's head and backbone on the device, once for all the clips of a run; the
+    decoder asked for (None: the model's). One-line exit 2 for whatever the user can fix."""
     if not Path(model_path).is_file():
         fail(f"no trained model at {model_path}: run 'make repro' (or 'dvc repro') first")
-    if not Path(video).is_file():
-        fail(f"no such video: {video}")
+    from actionrec.backbone import inference_backbone
+    from actionrec.device import cpu_has_native_bf16, resolve_device
+    from actionrec.model import load_checkpoint
+    from actionrec.params import ParamsError, UserError
+    from actionrec.video import unavailable_decoder
+
     try:
         device = resolve_device(device_name, key="--device")
     except ParamsError as error:
         fail(str(error))
-    model, meta = load_checkpoint(model_path, device)
+    head, meta = load_checkpoint(model_path, device)
+    if decoder and unavailable_decoder(decoder, key="--decoder"):
+        fail(unavailable_decoder(decoder, key="--decoder"))
+    if not decoder:  # the features' decoder where it runs here; any other gives the same frames
+        decoder = meta.get("decoder", "auto")
+        decoder = "auto" if unavailable_decoder(decoder) else decoder
     check_weights(meta)
-    try:
-        frames = read_frames(video, meta["num_frames"], meta.get("decoder", "auto"))
-    except VideoError as error:
-        fail(f"cannot read {video} as a video ({error})")
     precision = meta["precision"]  # as the features were made, where this machine can run it well
     if device.type == "cpu" and (precision == "fp16" or (precision == "bf16" and not cpu_has_native_bf16())):
         precision = "fp32"  # made on a GPU or a bf16 CPU: fp32 here gives the same features within rounding
-    try:  # compiling pays over many videos, not one
+    try:  # compiling pays over thousands of frames, more than a predict.py run sees
         backbone = inference_backbone({**meta, "precision": precision, "compile": False}, device)
-    except RuntimeError as error:
+    except UserError as error:  # e.g. named weights that cannot be downloaded
         fail(str(error))
-    features = embed(backbone, resize_crop(frames, meta["resize"], meta["crop"]), precision)
+    return Predictor(head, backbone, meta, device, precision, decoder)
+
+
+def model_input(frames, meta: dict) -> torch.Tensor:
+    """Upright uint8 [T, H, W, 3] frames -> uint8 [T, 3, crop, crop]: exactly what the features
+    stage gave the backbone, by the preprocessing recorded in the model file (resize, crop,
+    interpolation; its mean/std normalisation happens inside embed)."""
+    from actionrec.backbone import preprocessing, resize_crop
+
+    return resize_crop(frames, preprocessing(meta))
+
+
+def classify(predictor: Predictor, inputs: torch.Tensor, top_k: int) -> list[dict]:
+    """The top_k classes for one clip's model input, most likely first."""
+    import torch
+
+    from actionrec.backbone import embed
+    from actionrec.model import lstm_inputs
+
+    meta = predictor.meta
+    features = embed(predictor.backbone, inputs, predictor.precision)
     with torch.no_grad():
-        probs = torch.softmax(model(lstm_inputs(features.numpy()[None], meta).to(device))[0], dim=0).cpu()
+        logits = predictor.head(lstm_inputs(features.numpy()[None], meta).to(predictor.device))
+    probs = torch.softmax(logits[0], dim=0).cpu()
     top = torch.topk(probs, min(top_k, len(probs)))
-    ranked = [{"label": meta["class_names"][i], "confidence": round(float(p), 6)}
-              for p, i in zip(top.values.tolist(), top.indices.tolist())]
-    return {"video": video, "label": ranked[0]["label"], "confidence": ranked[0]["confidence"],
-            "top_k": ranked}
+    return [{"label": meta["class_names"][i], "confidence": round(float(p), 6)}
+            for p, i in zip(top.values.tolist(), top.indices.tolist())]
 
 
-def main() -> None:
+def save_frames(inputs: torch.Tensor, indices: list[int], folder: Path) -> list[str]:
+    """One PNG per model input frame, in sampling order: NN_frameIIIIII.png (NN the position
+    in the clip, IIIIII the frame's index in the video)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for position, (frame, index) in enumerate(zip(inputs, indices)):
+        path = folder / f"{position:02d}_frame{index:06d}.png"
+        Image.fromarray(frame.permute(1, 2, 0).contiguous().numpy()).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def predict_clip(predictor: Predictor, video: str, top_k: int, start: float | None = None,
+                 end: float | None = None, frames_out: Path | None = None) -> dict:
+    """label, confidence, top_k, the decoder's warning ("" or e.g. a damaged file) and the
+    saved frames for one video or one window of it; VideoError if it cannot be read."""
+    from actionrec.video import sample_clip
+
+    clip = sample_clip(video, predictor.meta["num_frames"], predictor.decoder, start=start, end=end,
+                       device=str(predictor.device))
+    inputs = model_input(clip.frames, predictor.meta)
+    ranked = classify(predictor, inputs, top_k)
+    result = {"label": ranked[0]["label"], "confidence": ranked[0]["confidence"], "top_k": ranked,
+              "decoder": clip.decoder, "warning": clip.warning}
+    if frames_out is not None:
+        result["frames"] = save_frames(inputs, clip.indices, frames_out)
+    return result
+
+
+def check_frames_out(folder: str | None) -> Path | None:
+    """A new or empty folder, so that no frames of an earlier run are mixed in."""
+    if folder is None:
+        return None
+    path = Path(folder)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        fail(f"--frames-out {folder} exists and is not an empty folder: give a new or empty one")
+    return path
+
+
+def predict_video(args: argparse.Namespace) -> None:
+    from actionrec.video import VideoError
+
+    frames_out = check_frames_out(args.frames_out)
+    predictor = load_predictor(args.model, args.device, args.decoder)
+    try:
+        result = predict_clip(predictor, args.path, args.top_k, frames_out=frames_out)
+    except VideoError as error:
+        fail(f"cannot read {args.path} as a video ({error})")
+    warnings = ([f"{args.path}: {result['warning']}"] if result["warning"] else []) + model_warnings(predictor.meta)
+    if args.json:
+        out = {"video": args.path, **{k: result[k] for k in ("label", "confidence", "top_k")},
+               "decoder": result["decoder"], "warnings": warnings}
+        if frames_out is not None:
+            out["frames"] = result["frames"]
+        print(json.dumps(out))
+    else:
+        print(f"Prediction: {result['label']}")
+        print(f"Confidence: {100 * result['confidence']:.2f}%")
+        print(f"Top {len(result['top_k'])}:")
+        for rank, item in enumerate(result["top_k"], 1):
+            print(f"  {rank}. {item['label']:<24} {100 * item['confidence']:6.2f}%")
+        for line in warnings:
+            warn(line)
+
+
+def window_bounds(duration: float, window: float, stride: float, tolerance: float) -> list[tuple[float, float]]:
+    """[0, window), [stride, stride + window), ... while they fit in the video, then one window
+    ending at the video's end if more than `tolerance` seconds (a frame) is left uncovered. A
+    window as long as the video or longer: one window over the whole video."""
+    if window >= duration - tolerance:
+        return [(0.0, duration)]
+    bounds = []
+    while (start := len(bounds) * stride) + window <= duration + tolerance:
+        bounds.append((start, min(start + window, duration)))
+    if bounds[-1][1] < duration - tolerance:
+        bounds.append((duration - window, duration))
+    else:  # less than a frame left: the last window takes it
+        bounds[-1] = (bounds[-1][0], duration)
+    return [(round(a, 3), round(b, 3)) for a, b in bounds]
+
+
+def video_duration(video: str) -> tuple[float, float]:
+    """(duration in seconds, rounded to ms, and one frame's duration) from the container;
+    VideoError if the file is not a video or its duration is unknown."""
+    from actionrec.video import VideoError, probe
+
+    info = probe(video)
+    fps = info.get("fps") or 0
+    duration = info.get("duration") or (info["frame_count"] / fps if fps and info.get("frame_count") else 0)
+    if not duration:
+        raise VideoError("its duration is unknown, so it cannot be cut into windows")
+    return round(float(duration), 3), (1 / fps if fps else 1e-3)
+
+
+def predict_windows(args: argparse.Namespace) -> None:
+    """Each window classified from its own num_frames frames, sampled within it. A window that
+    cannot be decoded (past the damage in a cut file) gets an error in place of its label."""
+    from actionrec.video import VideoError
+
+    stride = args.stride or args.window
+    frames_out = check_frames_out(args.frames_out)
+    predictor = load_predictor(args.model, args.device, args.decoder)
+    try:
+        duration, frame_time = video_duration(args.path)
+    except VideoError as error:
+        fail(f"cannot read {args.path} as a video ({error})")
+    notes, timeline, decoders = [], [], []
+    if args.window >= duration - frame_time:
+        notes.append(f"{args.path} is {duration:.2f} s long, not longer than --window {args.window:g}: "
+                     "one window over the whole video")
+    for n, (start, end) in enumerate(window_bounds(duration, args.window, stride, frame_time)):
+        folder = frames_out / f"w{n:03d}_{start:.2f}-{end:.2f}s" if frames_out else None
+        try:
+            result = predict_clip(predictor, args.path, args.top_k, start, end, folder)
+        except VideoError as error:
+            timeline.append({"start": start, "end": end, "error": str(error)})
+            continue
+        decoders.append(result.pop("decoder"))
+        warning = result.pop("warning")
+        if warning and f"{args.path}: {warning}" not in notes:
+            notes.append(f"{args.path}: {warning}")
+        timeline.append({"start": start, "end": end, **result})
+    if not decoders:
+        fail(f"cannot read {args.path} as a video ({timeline[0]['error']})")
+    warnings = notes + model_warnings(predictor.meta)
+    if args.json:
+        print(json.dumps({"video": args.path, "duration": duration, "window": args.window, "stride": stride,
+                          "decoder": decoders[0], "timeline": timeline, "warnings": warnings}))
+    else:
+        print(f"{args.path}: {duration:.2f} s, windows of {args.window:g} s every {stride:g} s")
+        for item in timeline:
+            span = f"{item['start']:.2f}-{item['end']:.2f} s"
+            said = (f"{item['label']:<24} {100 * item['confidence']:6.2f}%" if "label" in item
+                    else f"error: {item['error']}")
+            print(f"  {span:>15}  {said}")
+        for line in warnings:
+            warn(line)
+
+
+def predict_folder(args: argparse.Namespace) -> None:
+    """Every video under the folder (nested), one CSV row each, written as it goes; non-videos
+    and hidden entries as rows with a `skipped: ...` error. Exit 0 when at least one video was
+    classified, the failures being in the CSV; exit 2 when none was."""
+    from tqdm import tqdm
+
+    from actionrec.folder import SKIP_REASONS, VIDEO_EXTENSIONS, is_video, videos_under
+    from actionrec.video import VideoError
+
+    folder, out = Path(args.path), Path(args.csv)
+    if not out.parent.is_dir() or out.is_dir() or is_video(out.name):  # never write over a video
+        fail(f"--csv {args.csv}: give a .csv file name in an existing folder")
+    videos, skipped = videos_under(folder)
+    if not videos:
+        fail(f"no video under {folder} ({', '.join(VIDEO_EXTENSIONS)}, any case, at any depth)")
+    predictor = load_predictor(args.model, args.device, args.decoder)
+    rows = {rel: None for rel in videos}
+    rows.update({rel: f"skipped: {SKIP_REASONS[reason]}" for reason, paths in skipped.items() for rel in paths})
+    failed = 0
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, CSV_COLUMNS)
+        writer.writeheader()
+        bar = tqdm(total=len(videos), desc="predict", unit="video", disable=None)
+        for rel in sorted(rows):
+            row = {"file": rel, "error": rows[rel]}
+            if rows[rel] is None:
+                try:
+                    result = predict_clip(predictor, str(folder / rel), args.top_k)
+                    row.update(label=result["label"], confidence=f"{result['confidence']:.6f}",
+                               top_k=";".join(f"{i['label']}:{i['confidence']:.6f}" for i in result["top_k"]),
+                               warning=result["warning"])
+                except VideoError as error:
+                    row["error"] = str(error)
+                except Exception as error:  # a decoder bug on one file must not lose the others
+                    row["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
+                failed += bool(row["error"])
+                bar.update()
+            writer.writerow(row)
+            handle.flush()  # rows already computed survive an interruption
+        bar.close()
+    skipped_count = len(rows) - len(videos)
+    summary = (f"classified {len(videos) - failed} of {len(videos)} videos under {folder} into {out}"
+               + (f"; {failed} could not be read (the error column says why)" if failed else "")
+               + (f"; {skipped_count} other files skipped" if skipped_count else ""))
+    if failed == len(videos):
+        fail(f"none of the {len(videos)} videos under {folder} could be read: see the error column of {out}")
+    warnings = model_warnings(predictor.meta)
+    if args.json:
+        print(json.dumps({"folder": str(folder), "csv": str(out), "videos": len(videos),
+                          "classified": len(videos) - failed, "failed": failed, "skipped": skipped_count,
+                          "warnings": warnings}))
+        return
+    print(summary, file=sys.stderr)
+    for line in warnings:
+        warn(line)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("video")
+    parser.add_argument("path", help="a video, or a folder of videos with --csv")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--model", default="models/lstm.pt")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--decoder", choices=DECODERS, help="default: the one the model's features used")
+    parser.add_argument("--csv", metavar="OUT.csv", help="classify every video under the folder PATH into this CSV")
+    parser.add_argument("--window", type=float, metavar="SECONDS", help="classify each window of this length")
+    parser.add_argument("--stride", type=float, metavar="SECONDS", help="between window starts (default: --window)")
+    parser.add_argument("--frames-out", metavar="DIR", help="save the frames the model sees as PNGs in DIR")
+    parser.error = fail  # one line, exit 2, like every other user error
     args = parser.parse_args()
     if args.top_k < 1:
         fail("--top-k must be at least 1")
-    result = predict(args.video, args.model, args.top_k, args.device)
-    if args.json:
-        print(json.dumps(result))
-        return
-    print(f"Prediction: {result['label']}")
-    print(f"Confidence: {100 * result['confidence']:.2f}%")
-    print(f"Top {len(result['top_k'])}:")
-    for rank, item in enumerate(result["top_k"], 1):
-        print(f"  {rank}. {item['label']:<24} {100 * item['confidence']:6.2f}%")
+    if args.window is not None and not args.window > 0:
+        fail("--window must be more than 0 seconds")
+    if args.stride is not None and (args.window is None or not args.stride > 0):
+        fail("--stride needs --window and must be more than 0 seconds")
+    path = Path(args.path)
+    if path.is_dir():
+        if args.csv is None:
+            fail(f"{args.path} is a directory; use --csv OUT.csv to classify every video in it")
+        if args.window is not None or args.frames_out is not None:
+            fail("--window and --frames-out work on one video, not a folder")
+    elif args.csv is not None:
+        fail(f"--csv classifies a folder, and {args.path} is not one: for one video use --json")
+    elif not path.exists():
+        fail(f"no such video: {args.path}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.csv is not None:
+        predict_folder(args)
+    elif args.window is not None:
+        predict_windows(args)
+    else:
+        predict_video(args)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,20 @@
-"""The frozen image backbone: build it, preprocess frames for it, run it on a device."""
+"""The frozen image backbone: check it, build it, preprocess frames for it, run it on a device."""
 from __future__ import annotations
 
+import functools
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.fx.experimental.optimization
 import torchvision
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
+
+from actionrec.params import WEIGHTS_DIR, ParamsError, UserError
 
 # torch.compile imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on
 # every CPU-only run of a machine that has a CUDA toolkit: noise, not a problem
@@ -17,6 +22,9 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# without named torchvision weights (none, or a file), and for model files older than these keys
+DEFAULT_PREPROCESSING = {"resize": 256, "crop": 224, "interpolation": "bilinear",
+                         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -28,6 +36,36 @@ def backbone_names() -> list[str]:
 def weight_names(name: str) -> list[str]:
     """The names of torchvision's pretrained weights for a model, e.g. IMAGENET1K_V2, DEFAULT."""
     return list(torchvision.models.get_model_weights(name).__members__)
+
+
+def _weights_enum(name: str, weights: str):
+    """The torchvision weights that `weights` names, or whose file it is (a file under weights/
+    named as torchvision names it, e.g. weights/resnet50-11ad3fa6.pth), else None."""
+    members = torchvision.models.get_model_weights(name)
+    if weights in members.__members__:
+        return members[weights]
+    return next((member for member in members if Path(member.url).name == Path(weights).name), None)
+
+
+def preprocessing(cfg: dict) -> dict:
+    """How frames become backbone input: {resize (shorter side), crop (centre square),
+    interpolation, mean, std (of 0..1 pixels)}, for the features params or a model file's meta.
+
+    `auto` takes the named torchvision weights' own transforms (ResNet50 IMAGENET1K_V2:
+    232/224 bilinear; efficientnet_b0: 256/224 bicubic), else DEFAULT_PREPROCESSING (weights
+    none or a file). A value set in params wins; mean/std always follow the weights. A model
+    file's meta holds the dict the features were made with; an older one, without it or an
+    interpolation key, was made with the defaults at its own resize and crop."""
+    if "preprocessing" in cfg:
+        return dict(cfg["preprocessing"])
+    if "interpolation" not in cfg:
+        return {**DEFAULT_PREPROCESSING, "resize": cfg["resize"], "crop": cfg["crop"]}
+    preset, enum = dict(DEFAULT_PREPROCESSING), _weights_enum(cfg["backbone"], cfg["weights"])
+    if enum is not None:
+        own = enum.transforms()
+        preset = {"resize": own.resize_size[0], "crop": own.crop_size[0], "interpolation": own.interpolation.value,
+                  "mean": list(own.mean), "std": list(own.std)}
+    return {**preset, **{key: cfg[key] for key in ("resize", "crop", "interpolation") if cfg[key] != "auto"}}
 
 
 def _classifier_to_identity(model: torch.nn.Module) -> int:
@@ -43,6 +81,94 @@ def _classifier_to_identity(model: torch.nn.Module) -> int:
         raise ValueError("the backbone has no Linear classifier to remove")
     setattr(model.get_submodule(parent_name) if parent_name else model, child_name, torch.nn.Identity())
     return last.in_features
+
+
+def _on_meta(name: str, **size) -> torch.nn.Module:
+    try:
+        with torch.device("meta"):
+            return torchvision.models.get_model(name, weights=None, **size)
+    except NotImplementedError:  # regnet computes its layer widths from tensor values: build, then drop
+        return torchvision.models.get_model(name, weights=None, **size).to("meta")
+
+
+def _architecture(name: str, weights: str) -> torch.nn.Module:
+    """The model `name` with `weights`' architecture on the meta device, nothing loaded. ViT and
+    MaxViT have a fixed input size, which torchvision's builders take from the weights' min_size
+    (ViT SWAG_E2E: 384); other models take no such argument."""
+    enum = _weights_enum(name, weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # googlenet and inception warn about their initialisation
+        if enum is not None and "min_size" in enum.meta:
+            for size in ({"image_size": enum.meta["min_size"][0]}, {"input_size": enum.meta["min_size"]}):
+                try:
+                    return _on_meta(name, **size)
+                except TypeError:  # not an argument of this model
+                    pass
+        return _on_meta(name)
+
+
+@functools.cache
+def check_backbone(name: str, crop: int, weights: str = "none") -> int:
+    """The feature size of torchvision model `name` (with `weights`) on crop x crop frames, or a
+    ParamsError when the feature code cannot take it: no Linear classifier to strip (squeezenet
+    ends in a convolution), a last Linear that is not the model's output, or an input size the
+    model refuses (ViT wants its own). Built and run on the meta device: shapes only, no weights
+    allocated, no arithmetic (about 0.1-0.6 s)."""
+    model = _architecture(name, weights)
+    others = "use e.g. resnet50, efficientnet_b0 or convnext_tiny (docs/params.md lists what works)"
+    try:
+        dim = _classifier_to_identity(model)
+    except ValueError:
+        raise ParamsError(f"params.yaml: features.backbone {name} has no Linear classifier whose input could "
+                          f"serve as frame features: {others}") from None
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros((1, 3, crop, crop), device="meta"))
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise ParamsError(f"params.yaml: features.backbone {name} cannot take {crop}x{crop} crops ({reason}): set "
+                          "features.crop to its input size (auto: that of its weights), or " + others) from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, dim):
+        raise ParamsError(f"params.yaml: features.backbone {name} does not end in its last Linear layer, so "
+                          f"its features cannot be taken there: {others}")
+    return dim
+
+
+def _check_weights(cfg: dict) -> None:
+    """none, a torchvision weights name of the chosen backbone, or a file under weights/."""
+    weights, names = cfg["weights"], weight_names(cfg["backbone"])
+    allowed = f"none, {', '.join(names)} or a file under {WEIGHTS_DIR}/" if names else \
+        f"none or a file under {WEIGHTS_DIR}/"
+    if weights == "none" or weights in names:
+        return
+    path = Path(weights)
+    if path.suffix not in (".pt", ".pth", ".bin", ".safetensors") and "/" not in weights:
+        raise ParamsError(f"params.yaml: features.weights {weights!r} is not a weights name of "
+                          f"{cfg['backbone']}: use {allowed}")
+    if not path.is_file():
+        raise ParamsError(f"params.yaml: features.weights file {weights} not found: use {allowed}")
+    if WEIGHTS_DIR.resolve() not in path.resolve().parents:
+        raise ParamsError(f"params.yaml: features.weights {weights} must lie under {WEIGHTS_DIR}/ "
+                          "(a DVC dependency of features, so a replaced file re-extracts): move it there")
+    if path.is_absolute():  # dvc.lock records it
+        raise ParamsError(f"params.yaml: features.weights {weights} is an absolute path: use the relative path "
+                          f"{path.resolve().relative_to(WEIGHTS_DIR.resolve().parent).as_posix()}")
+
+
+def check_features(cfg: dict) -> None:
+    """What torchvision has to say about the features params (schema-checked by
+    actionrec.params): the backbone exists and the feature code can take it at the resolved
+    crop, the weights are its own or a file under weights/, crop fits in resize."""
+    if cfg["backbone"] not in backbone_names():
+        raise ParamsError(f"params.yaml: features.backbone must be a torchvision image classification "
+                          f"model (e.g. resnet50, efficientnet_b0, convnext_tiny), got {cfg['backbone']!r}")
+    _check_weights(cfg)
+    resolved = preprocessing(cfg)
+    if resolved["crop"] > resolved["resize"]:
+        said = {key: f"auto: {resolved[key]}" if cfg[key] == "auto" else resolved[key] for key in ("crop", "resize")}
+        raise ParamsError(f"params.yaml: features.crop ({said['crop']}) must be <= features.resize "
+                          f"({said['resize']}): set both, or both auto")
+    check_backbone(cfg["backbone"], resolved["crop"], cfg["weights"])
 
 
 def weights_file(weights: str, name: str) -> Path | None:
@@ -74,10 +200,11 @@ def build_backbone(name: str, weights: str, seed: int = 0) -> torch.nn.Module:
         try:
             model = torchvision.models.get_model(name, weights=weights)
         except OSError as error:  # no network and nothing in the cache
-            cache = weights_file(weights, name)
-            raise RuntimeError(
-                f"cannot load {name} {weights} weights ({error.__class__.__name__}); put "
-                f"{cache.name} at {cache} (or set TORCH_HOME), or use features.weights: none") from None
+            file = weights_file(weights, name)
+            raise UserError(
+                f"cannot download the {name} {weights} weights ({type(error).__name__}: no network?): put "
+                f"{file.name} into {file.parent}/ ($TORCH_HOME/hub/checkpoints), or into {WEIGHTS_DIR}/ "
+                f"and set features.weights: {WEIGHTS_DIR.as_posix()}/{file.name}") from None
     dim = _classifier_to_identity(model)
     model.eval().requires_grad_(False)
     model.feature_dim = dim
@@ -92,9 +219,10 @@ def _compile_failed(error: Exception) -> None:
 
 def prepare_for_inference(model: torch.nn.Module, precision: str, compile: bool | str,
                           device: torch.device = torch.device("cpu"),
-                          example: torch.Tensor | None = None) -> torch.nn.Module:
+                          example: torch.Tensor | None = None, prep: dict | None = None) -> torch.nn.Module:
     """Fold batch norms into convolutions, move to the device in channels_last, set the
-    precision, and torch.compile if asked.
+    precision, and torch.compile if asked. `prep` (from preprocessing(), default
+    DEFAULT_PREPROCESSING) goes with the model as model.preprocessing: embed() normalises by it.
 
     CPU: the weights are cast to the precision (faster than autocast there). CUDA: weights
     stay fp32 and embed() runs under autocast. compile "auto" (or True) compiles with frozen
@@ -111,6 +239,7 @@ def prepare_for_inference(model: torch.nn.Module, precision: str, compile: bool 
     if device.type == "cpu" and precision != "fp32":
         model = model.to(DTYPES[precision])
     model.inference_device = device  # embed() runs the example on it
+    model.preprocessing = prep = prep or DEFAULT_PREPROCESSING
     eager = model
     if compile:
         from torch._inductor import config as inductor_config
@@ -124,7 +253,7 @@ def prepare_for_inference(model: torch.nn.Module, precision: str, compile: bool 
                 torch._dynamo.reset()
                 _compile_failed(error)
                 model = eager
-    model.feature_dim, model.inference_device = dim, device
+    model.feature_dim, model.inference_device, model.preprocessing = dim, device, prep
     return model
 
 
@@ -132,28 +261,30 @@ def inference_backbone(cfg: dict, device: torch.device = torch.device("cpu"),
                        batch_frames: int | None = None) -> torch.nn.Module:
     """The backbone that cfg (the features params, or a model file's meta, with a resolved
     precision) describes, ready for embed() on device: built, folded, cast, and compiled
-    (warmed up on a batch of batch_frames frames) if cfg says so."""
+    (warmed up on a batch of batch_frames frames) if cfg says so; model.preprocessing is
+    preprocessing(cfg)."""
     model = build_backbone(cfg["backbone"], cfg["weights"], cfg["seed"])
+    prep = preprocessing(cfg)
     compile = cfg.get("compile", False)
     example = None
     if compile and batch_frames:
-        example = torch.zeros((batch_frames, 3, cfg["crop"], cfg["crop"]), dtype=torch.uint8, device=device)
-    return prepare_for_inference(model, cfg["precision"], compile, device, example)
+        example = torch.zeros((batch_frames, 3, prep["crop"], prep["crop"]), dtype=torch.uint8, device=device)
+    return prepare_for_inference(model, cfg["precision"], compile, device, example, prep)
 
 
-def resize_crop(frames: np.ndarray, resize: int, crop: int) -> torch.Tensor:
-    """uint8 [T, H, W, 3] frames -> uint8 [T, 3, crop, crop]: shorter side to `resize`
-    (antialiased bilinear, as PIL's Resize), then a centre crop. Stays uint8 so that
-    workers hand small tensors to the main process (and to the GPU)."""
+def resize_crop(frames: np.ndarray, prep: dict) -> torch.Tensor:
+    """uint8 [T, H, W, 3] frames -> uint8 [T, 3, crop, crop] as `prep` (preprocessing()) says:
+    shorter side to resize (antialiased, as torchvision's weights transforms do), then a centre
+    crop. Stays uint8 so that workers hand small tensors to the main process (and to the GPU)."""
     video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    video = TF.resize(video, [resize], antialias=True)
-    return TF.center_crop(video, [crop, crop])
+    video = TF.resize(video, [prep["resize"]], InterpolationMode(prep["interpolation"]), antialias=True)
+    return TF.center_crop(video, [prep["crop"], prep["crop"]])
 
 
-def normalize(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, 3, H, W] -> float32 ImageNet-normalised, channels_last, on batch's device."""
-    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1) * 255
+def normalize(batch: torch.Tensor, prep: dict) -> torch.Tensor:
+    """uint8 [N, 3, H, W] -> float32 normalised by prep's mean and std, channels_last, on batch's device."""
+    mean = torch.tensor(prep["mean"], device=batch.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(prep["std"], device=batch.device).view(1, 3, 1, 1) * 255
     batch = (batch.float() - mean) / std
     return batch.contiguous(memory_format=torch.channels_last)
 
@@ -161,9 +292,10 @@ def normalize(batch: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def embed(model: torch.nn.Module, batch: torch.Tensor, precision: str) -> torch.Tensor:
     """Features [N, D] float32 on the CPU for a uint8 [N, 3, H, W] batch (on any device),
-    through a model from prepare_for_inference on the model's device."""
+    through a model from prepare_for_inference on the model's device, normalised by its
+    preprocessing."""
     device = model.inference_device
-    x = normalize(batch.to(device, non_blocking=True))
+    x = normalize(batch.to(device, non_blocking=True), model.preprocessing)
     if device.type == "cuda":
         with torch.autocast("cuda", dtype=DTYPES[precision], enabled=precision != "fp32"):
             out = model(x)

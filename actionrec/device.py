@@ -65,12 +65,22 @@ def resolve_batch_frames(batch_frames: int | str, device: torch.device) -> int:
     return 256 if device.type == "cuda" else 64
 
 
+def check_decoder(decoder: str) -> None:
+    """An explicit features.decoder must be installed, and load, here."""
+    from actionrec.video import unavailable_decoder
+
+    if unavailable_decoder(decoder):
+        raise ParamsError(unavailable_decoder(decoder))
+
+
 def resolve_runtime(cfg: dict) -> tuple[dict, torch.device]:
-    """The features params with every `auto` resolved for this machine, and the device.
-    Sets torch's thread count (features.threads; 0 = all cores)."""
+    """The features params with every `auto` resolved for this machine, and the device; a
+    device or decoder this machine lacks is a ParamsError naming the key. Sets torch's thread
+    count (features.threads; 0 = all cores)."""
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
     device = resolve_device(cfg["device"])
+    check_decoder(cfg.get("decoder", "auto"))
     resolved = dict(cfg, device=str(device), precision=resolve_precision(cfg["precision"], device),
                     num_workers=resolve_workers(cfg["num_workers"], device),
                     batch_frames=resolve_batch_frames(cfg["batch_frames"], device))

@@ -19,11 +19,12 @@ NO_INFO = {"rotation": 0, "decoder": "", "warning": ""}
 
 class ClipDataset(Dataset):
     """Item i: (i, uint8 [T, 3, crop, crop] frames or None, error message or "", info) with
-    info = {"rotation", "decoder", "warning"} of the decoded clip (NO_INFO on an error)."""
+    info = {"rotation", "decoder", "warning"} of the decoded clip (NO_INFO on an error); `prep`
+    is actionrec.backbone.preprocessing()'s dict."""
 
-    def __init__(self, paths: list[str], num_frames: int, resize: int, crop: int, decoder: str = "auto",
+    def __init__(self, paths: list[str], num_frames: int, prep: dict, decoder: str = "auto",
                  device: str = "cpu"):
-        self.paths, self.num_frames, self.resize, self.crop = paths, num_frames, resize, crop
+        self.paths, self.num_frames, self.prep = paths, num_frames, prep
         self.decoder, self.device = decoder, device
 
     def __len__(self) -> int:
@@ -33,7 +34,7 @@ class ClipDataset(Dataset):
         try:
             clip = sample_clip(self.paths[i], self.num_frames, self.decoder, device=self.device)
             info = {"rotation": clip.rotation, "decoder": clip.decoder, "warning": clip.warning}
-            return i, resize_crop(clip.frames, self.resize, self.crop), "", info
+            return i, resize_crop(clip.frames, self.prep), "", info
         except VideoError as error:
             return i, None, str(error), NO_INFO
         except Exception as error:  # a decoder bug on one file must not end the stage
@@ -59,8 +60,7 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
     spawn: a forked worker cannot use CUDA."""
     device = model.inference_device
     decode_on = str(device) if device.type == "cuda" else "cpu"
-    dataset = ClipDataset(paths, cfg["num_frames"], cfg["resize"], cfg["crop"], cfg.get("decoder", "auto"),
-                          decode_on)
+    dataset = ClipDataset(paths, cfg["num_frames"], model.preprocessing, cfg.get("decoder", "auto"), decode_on)
     workers, batch_frames = cfg["num_workers"], cfg["batch_frames"]
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=8 if workers else None, pin_memory=device.type == "cuda",

@@ -56,6 +56,17 @@ def _class_files(class_dir: Path, skipped: dict[str, list[str]], root: Path) -> 
     return sorted(videos)
 
 
+def videos_under(folder: str | Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Every video at any depth below folder (posix paths relative to it, sorted) and the
+    entries skipped, {"hidden": [...], "not_video": [...]}: the rules of a class folder."""
+    folder = Path(folder)
+    skipped: dict[str, list[str]] = {"hidden": [], "not_video": []}
+    videos = _class_files(folder, skipped, folder)
+    for paths in skipped.values():
+        paths.sort()
+    return videos, skipped
+
+
 def _group_of(rel: str, class_name: str, pattern: re.Pattern | None) -> str:
     if pattern is None:
         return rel

@@ -1,17 +1,25 @@
-"""Load params.yaml once and validate every key, with one-line errors that say what to do."""
-from __future__ import annotations
+"""Load params.yaml and validate every key, with one-line errors that say what to do.
 
+The schema is a pydantic model per section, unknown keys forbidden; every load checks the
+whole file against it (cheap, no torch). Checks that need more (torchvision for backbones,
+weights and preprocessing; the demo's class list) run for the sections a caller asks for,
+importing those modules only then: subset and split load params without torch.
+"""
+import difflib
+import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationError,
+                      field_validator, model_validator)
 
 from actionrec.video import DECODERS  # numpy only, no torch
 
-# No torch here: subset and split load params without it. Checks that need torchvision
-# (backbone and weights names) import it inside _check_features only.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+INTERPOLATIONS = ("auto", "bilinear", "bicubic", "nearest")
+TRAIN_HEADS = ("lstm", "gru", "transformer", "mean")  # = actionrec.model.HEADS (no torch import here)
 WEIGHTS_DIR = Path("weights")  # a DVC dependency of features: weight files given by path live here
 
 
@@ -34,230 +42,318 @@ def run_stage(main) -> None:
         raise SystemExit(2) from None
 
 
-def _number(cfg: dict, section: str, key: str, kind: type, low: float | None = None,
-            high: float | None = None) -> None:
-    """Coerce cfg[key] to kind (YAML reads 1e-4 as a string) and check its range."""
-    name = f"{section}.{key}"
-    if key not in cfg:
-        raise ParamsError(f"params.yaml: {name} is missing")
-    value = cfg[key]
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would read true as 1
+        raise ValueError("a bool is not a number")
+    return value
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None) -> Any:
+    """An int or a float within [low, high]. YAML 1.1 reads 1e-4 as a string: pydantic converts it."""
+    return Annotated[kind, BeforeValidator(_not_bool), Field(ge=low, le=high)]
+
+
+_int, _float = functools.partial(_number, int), functools.partial(_number, float)
+
+
+def _auto_or(kind: Any, description: str) -> Any:
+    return Annotated[Literal["auto"] | kind, Field(description=description)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Data(_Section):
+    source: Literal["synthetic", "ucf101", "folder"]
+    root: Annotated[StrictStr, Field(min_length=1, description="a folder path")]
+    # missing, null and "" all mean: no pattern (each video its own group)
+    group_pattern: Annotated[StrictStr, BeforeValidator(lambda v: "" if v is None else v),
+                             Field(description='a regular expression (or "")')] = ""
+
+    @field_validator("group_pattern")
+    @classmethod
+    def _has_a_group(cls, pattern: str) -> str:
+        if pattern:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as error:
+                raise ParamsError(f"params.yaml: data.group_pattern '{pattern}' is not a valid regular "
+                                  f"expression ({error})") from None
+            if "group" not in compiled.groupindex:
+                raise ParamsError(f"params.yaml: data.group_pattern '{pattern}' has no named group (?P<group>...), "
+                                  "e.g. (?P<group>[^_/]+)_ takes alice from alice_take1.mp4")
+        return pattern
+
+
+class Synthesize(_Section):
+    num_classes: _int(2)  # at most the demo's classes: checked with them (_check_synthesize)
+    groups_per_class: _int(3)
+    clips_per_group: _int(1, 20)
+    min_seconds: _float(0.2)
+    max_seconds: _float(0.2, 60)
+    fps: _int(1)
+    width: _int(32)
+    height: _int(32)
+    seed: _int()
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.max_seconds < self.min_seconds:
+            raise ParamsError(f"params.yaml: synthesize.max_seconds must be between {self.min_seconds} and 60, "
+                              f"got {self.max_seconds}")
+        return self
+
+
+class Subset(_Section):
+    num_classes: _int(2)
+    videos_per_class: _int(3)
+    classes: Annotated[list[StrictStr], BeforeValidator(lambda v: [] if v is None else v),
+                       Field(description="a list of class names (or [])")] = []
+    seed: _int()
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, classes: list[str]) -> list[str]:
+        if len(set(classes)) != len(classes):
+            raise ParamsError("params.yaml: subset.classes lists a class twice")
+        return classes
+
+
+class Split(_Section):
+    method: Literal["group", "official", "random"]
+    fold: _int(1, 3)
+    train: _float(0.0, 1.0)
+    val: _float(0.0, 1.0)
+    test: _float(0.0, 1.0)
+    seed: _int()
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ParamsError(f"params.yaml: split.train + split.val + split.test must sum to 1, got {total:g}")
+        if min(self.train, self.val, self.test) <= 0:
+            raise ParamsError("params.yaml: split.train, split.val and split.test must all be > 0")
+        return self
+
+
+class Features(_Section):
+    num_frames: _int(1, 512)
+    backbone: StrictStr  # torchvision's names and weights: checked with torchvision (_check_features)
+    weights: Annotated[StrictStr, Field(min_length=1, description="none, a torchvision weights name of the "
+                                                                  f"backbone or a file under {WEIGHTS_DIR}/")]
+    allow_random_weights: StrictBool
+    precision: Literal[PRECISIONS]
+    resize: _auto_or(_int(16), "auto or an integer >= 16")
+    crop: _auto_or(_int(16), "auto or an integer >= 16")
+    interpolation: Literal[INTERPOLATIONS]
+    decoder: Literal[DECODERS]
+    seed: _int()
+    device: Annotated[StrictStr, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$",
+                                       description="auto, cpu, cuda or cuda:N")]
+    compile: _auto_or(StrictBool, "auto, true or false")
+    batch_frames: _auto_or(_int(1, 65536), "auto or an integer between 1 and 65536")
+    num_workers: _auto_or(_int(0, 256), "auto or an integer between 0 and 256")
+    threads: _int(0, 1024)
+    max_failed_fraction: _float(0.0, 1.0)
+
+
+class Train(_Section):
+    head: Literal[TRAIN_HEADS]
+    proj_dim: _int(0)
+    hidden_size: _int(1)
+    num_layers: _int(1, 16)
+    bidirectional: StrictBool
+    transformer_layers: _int(1, 16)
+    transformer_heads: _int(1, 64)
+    dropout: _float(0.0, 0.99)
+    temporal_centering: _auto_or(StrictBool, "auto, true or false")
+    lr: _float(1e-8, 10.0)
+    weight_decay: _float(0.0)
+    batch_size: _int(1)
+    max_epochs: _int(1)
+    patience: _int(1)
+    lr_factor: _float(0.01, 0.99)
+    lr_patience: _int(0)
+    threads: _int(0, 1024)
+    seed: _int()
+
+    @model_validator(mode="after")
+    def _transformer_width(self):
+        if self.head == "transformer":
+            if self.proj_dim < 1:
+                raise ParamsError("params.yaml: train.proj_dim must be >= 1 for train.head: transformer "
+                                  "(it is the transformer's width)")
+            if self.proj_dim % self.transformer_heads:
+                raise ParamsError(f"params.yaml: train.proj_dim ({self.proj_dim}) must be a multiple of "
+                                  f"train.transformer_heads ({self.transformer_heads})")
+        return self
+
+
+class Evaluate(_Section):
+    baseline_c: _float(1e-6)
+
+
+class Params(_Section):
+    data: Data
+    synthesize: Synthesize
+    subset: Subset
+    split: Split
+    features: Features
+    train: Train
+    evaluate: Evaluate
+
+
+SECTIONS = tuple(Params.model_fields)
+MODELS: dict[str, type[_Section]] = {name: field.annotation for name, field in Params.model_fields.items()}
+KNOWN_KEYS = [f"{section}.{key}" for section, model in MODELS.items() for key in model.model_fields]
+
+
+def _nearest(section: str, key: str | None) -> str | None:
+    """The known key (or section) a misspelt one most likely meant: the same key name in another
+    section, a key it extends or spells out (lr_typo, learning_rate -> lr), else the closest
+    spelling in its section, then in any."""
+    if key is None:  # an unknown section: a misspelt section, or a key put at the top level
+        close = difflib.get_close_matches(section, SECTIONS, n=1)
+        return close[0] if close else _nearest("", section)
+    names = {known.split(".")[1]: known for known in reversed(KNOWN_KEYS)}  # key -> its first section's
+    if key in names:
+        return names[key]
+    own = list(MODELS[section].model_fields) if section in MODELS else []
+    initials = "".join(word[:1] for word in key.split("_"))
+    related = [k for k in own if key.startswith(k + "_") or initials == k or "".join(w[0] for w in k.split("_")) == key]
+    if related:
+        return f"{section}.{max(related, key=len)}"
+    close = difflib.get_close_matches(key, own, n=1)
+    if close:
+        return f"{section}.{close[0]}"
+    close = difflib.get_close_matches(key, names, n=1)
+    return names[close[0]] if close else None
+
+
+def _unknown(loc: tuple) -> str:
+    section, key = loc[0], (loc[1] if len(loc) > 1 else None)
+    name, what = (section, "section") if key is None else (f"{section}.{key}", "key")
+    guess = _nearest(section, key)
+    hint = f"did you mean {guess}?" if guess else (
+        f"the sections are {', '.join(SECTIONS)}" if key is None else
+        f"the keys of {section} are {', '.join(MODELS[section].model_fields)}")
+    return f"params.yaml: unknown {what} {name}: {hint}"
+
+
+def _describe(field) -> str:
+    """What a field accepts, in words: its description, or read from its type."""
+    if field.description:
+        return field.description
+    if getattr(field.annotation, "__origin__", None) is Literal:
+        return f"one of {', '.join(map(str, field.annotation.__args__))}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[field.annotation]
+
+
+def _bounds(field) -> str:
+    low = next((m.ge for m in field.metadata if getattr(m, "ge", None) is not None), None)
+    high = next((m.le for m in field.metadata if getattr(m, "le", None) is not None), None)
+    return f">= {low}" if high is None else f"between {low} and {high}"
+
+
+def _message(error: dict) -> str:
+    """One pydantic error as the one line a user reads: the key, what it accepts, what it got."""
+    loc, kind = error["loc"], error["type"]
+    if kind == "value_error" and isinstance(error["ctx"]["error"], ParamsError):  # our own checks
+        return str(error["ctx"]["error"])
+    if kind == "extra_forbidden":
+        return _unknown(loc)
+    if not loc:
+        return "params.yaml must be a mapping of sections (data:, features:, ...)"
+    if len(loc) == 1:
+        return f"params.yaml: the section {loc[0]}: is " + ("missing" if kind == "missing" else
+                                                           "not a mapping of keys")
+    name, field = f"{loc[0]}.{loc[1]}", MODELS[loc[0]].model_fields[loc[1]]
+    if kind == "missing":
+        return f"params.yaml: {name} is missing"
+    if kind in ("greater_than_equal", "less_than_equal") and not field.description:
+        return f"params.yaml: {name} must be {_bounds(field)}, got {error['input']}"
+    return f"params.yaml: {name} must be {_describe(field)}, got {error['input']!r}"
+
+
+def _validated(model: type[BaseModel], values: Any, section: str | None = None) -> dict:
     try:
-        if isinstance(value, bool) or (kind is int and float(value) != int(float(value))):
-            raise ValueError
-        value = kind(float(value)) if kind is int else kind(value)
-    except (TypeError, ValueError):
-        raise ParamsError(f"params.yaml: {name} must be {'an integer' if kind is int else 'a number'}, "
-                          f"got {cfg[key]!r}") from None
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ParamsError(f"params.yaml: {name} must be {bounds}, got {value}")
-    cfg[key] = value
+        return model.model_validate(values).model_dump()
+    except ValidationError as error:
+        errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")  # typos first
+        if section:  # one section validated alone: locations as in the whole file
+            errors = [dict(e, loc=(section, *e["loc"])) for e in errors]
+        raise ParamsError(_message(errors[0])) from None
 
 
-def _flag(cfg: dict, section: str, key: str, auto: bool = False) -> None:
-    if not (isinstance(cfg.get(key), bool) or (auto and cfg.get(key) == "auto")):
-        raise ParamsError(f"params.yaml: {section}.{key} must be {'auto, ' if auto else ''}true or false, "
-                          f"got {cfg.get(key)!r}")
-
-
-def _count_or_auto(cfg: dict, section: str, key: str, low: int, high: int) -> None:
-    if cfg.get(key) != "auto":
-        try:
-            _number(cfg, section, key, int, low, high)
-        except ParamsError:
-            raise ParamsError(f"params.yaml: {section}.{key} must be auto or an integer between "
-                              f"{low} and {high}, got {cfg.get(key)!r}") from None
-
-
-def _choice(cfg: dict, section: str, key: str, allowed: tuple) -> None:
-    if cfg.get(key) not in allowed:
-        raise ParamsError(f"params.yaml: {section}.{key} must be one of {', '.join(map(str, allowed))}, "
-                          f"got {cfg.get(key)!r}")
-
-
-def _check_data(cfg: dict) -> None:
-    _choice(cfg, "data", "source", ("synthetic", "ucf101", "folder"))
-    if not isinstance(cfg.get("root"), str) or not cfg["root"]:
-        raise ParamsError("params.yaml: data.root must be a folder path")
-    _check_group_pattern(cfg)
-
-
-def _check_group_pattern(cfg: dict) -> None:
-    """data.group_pattern (data.source: folder): empty, or a regex with a named group `group`."""
-    pattern = cfg.get("group_pattern") or ""  # missing, null and "" all mean: no pattern
-    if not isinstance(pattern, str):
-        raise ParamsError(f"params.yaml: data.group_pattern must be a regular expression (or \"\"), "
-                          f"got {pattern!r}")
-    if pattern:
-        try:
-            compiled = re.compile(pattern)
-        except re.error as error:
-            raise ParamsError(f"params.yaml: data.group_pattern '{pattern}' is not a valid regular "
-                              f"expression ({error})") from None
-        if "group" not in compiled.groupindex:
-            raise ParamsError(f"params.yaml: data.group_pattern '{pattern}' has no named group "
-                              "(?P<group>...), e.g. (?P<group>[^_/]+)_ takes alice from alice_take1.mp4")
-    cfg["group_pattern"] = pattern
+def _check_data_root(data: dict, repo: Path) -> None:
+    """dvc.lock records data.root: an absolute path inside the repository would differ per clone."""
+    root = Path(data["root"])
+    if root.is_absolute() and root.resolve().is_relative_to(repo.resolve()):
+        relative = root.resolve().relative_to(repo.resolve()).as_posix()
+        raise ParamsError(f"params.yaml: data.root {root} is an absolute path inside this repository: use the "
+                          f"relative path {relative} (dvc.lock records it, and it must not differ per clone)")
 
 
 def _check_synthesize(cfg: dict) -> None:
     from actionrec.synthetic import CLASS_NAMES
 
-    _number(cfg, "synthesize", "num_classes", int, 2, len(CLASS_NAMES))
-    _number(cfg, "synthesize", "groups_per_class", int, 3)
-    _number(cfg, "synthesize", "clips_per_group", int, 1, 20)
-    _number(cfg, "synthesize", "min_seconds", float, 0.2)
-    _number(cfg, "synthesize", "max_seconds", float, cfg["min_seconds"], 60)
-    for key in ("fps", "width", "height"):
-        _number(cfg, "synthesize", key, int, 1 if key == "fps" else 32)
-    _number(cfg, "synthesize", "seed", int)
-
-
-def _check_subset(cfg: dict) -> None:
-    _number(cfg, "subset", "num_classes", int, 2)
-    _number(cfg, "subset", "videos_per_class", int, 3)
-    classes = cfg.get("classes") or []
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise ParamsError("params.yaml: subset.classes must be a list of class names (or [])")
-    if len(set(classes)) != len(classes):
-        raise ParamsError("params.yaml: subset.classes lists a class twice")
-    cfg["classes"] = classes
-    _number(cfg, "subset", "seed", int)
-
-
-def _check_split(cfg: dict) -> None:
-    _choice(cfg, "split", "method", ("group", "official", "random"))
-    _number(cfg, "split", "fold", int, 1, 3)
-    for key in ("train", "val", "test"):
-        _number(cfg, "split", key, float, 0.0, 1.0)
-    if abs(cfg["train"] + cfg["val"] + cfg["test"] - 1.0) > 1e-6:
-        raise ParamsError("params.yaml: split.train + split.val + split.test must sum to 1, got "
-                          f"{cfg['train'] + cfg['val'] + cfg['test']:g}")
-    if min(cfg["train"], cfg["val"], cfg["test"]) <= 0:
-        raise ParamsError("params.yaml: split.train, split.val and split.test must all be > 0")
-    _number(cfg, "split", "seed", int)
-
-
-def _check_weights(cfg: dict) -> None:
-    """none, a torchvision weights name of the chosen backbone, or a file under weights/."""
-    from actionrec.backbone import weight_names
-
-    weights, names = cfg.get("weights"), weight_names(cfg["backbone"])
-    allowed = f"none, {', '.join(names)} or a file under {WEIGHTS_DIR}/" if names else \
-        f"none or a file under {WEIGHTS_DIR}/"
-    if not isinstance(weights, str) or not weights:
-        raise ParamsError(f"params.yaml: features.weights must be {allowed}")
-    if weights == "none" or weights in names:
-        return
-    path = Path(weights)
-    if path.suffix not in (".pt", ".pth", ".bin", ".safetensors") and "/" not in weights:
-        raise ParamsError(f"params.yaml: features.weights {weights!r} is not a weights name of "
-                          f"{cfg['backbone']}: use {allowed}")
-    if not path.is_file():
-        raise ParamsError(f"params.yaml: features.weights file {weights} not found: use {allowed}")
-    if WEIGHTS_DIR.resolve() not in path.resolve().parents:
-        raise ParamsError(f"params.yaml: features.weights {weights} must lie under {WEIGHTS_DIR}/ "
-                          "(a DVC dependency of features, so a replaced file re-extracts): move it there")
-
-
-def _check_device(cfg: dict) -> None:
-    device = cfg.get("device")
-    if not (device in ("auto", "cpu", "cuda") or
-            (isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit())):
-        raise ParamsError(f"params.yaml: features.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if cfg["num_classes"] > len(CLASS_NAMES):
+        raise ParamsError(f"params.yaml: synthesize.num_classes must be between 2 and {len(CLASS_NAMES)} "
+                          f"(the demo's classes), got {cfg['num_classes']}")
 
 
 def _check_features(cfg: dict) -> None:
-    from actionrec.backbone import backbone_names
+    from actionrec.backbone import check_features  # torchvision knows the backbones and weights
 
-    _number(cfg, "features", "num_frames", int, 1, 512)
-    if cfg.get("backbone") not in backbone_names():
-        raise ParamsError(f"params.yaml: features.backbone must be a torchvision image classification "
-                          f"model (e.g. resnet50, efficientnet_b0, convnext_tiny), got {cfg.get('backbone')!r}")
-    _check_weights(cfg)
-    _flag(cfg, "features", "allow_random_weights")
-    _check_device(cfg)
-    _choice(cfg, "features", "precision", PRECISIONS)
-    _flag(cfg, "features", "compile", auto=True)
-    _choice(cfg, "features", "decoder", DECODERS)
-    _number(cfg, "features", "resize", int, 16)
-    _number(cfg, "features", "crop", int, 16, cfg["resize"])
-    _count_or_auto(cfg, "features", "batch_frames", 1, 65536)
-    _count_or_auto(cfg, "features", "num_workers", 0, 256)
-    _number(cfg, "features", "threads", int, 0, 1024)
-    _number(cfg, "features", "max_failed_fraction", float, 0.0, 1.0)
-    _number(cfg, "features", "seed", int)
+    check_features(cfg)
 
 
-TRAIN_HEADS = ("lstm", "gru", "transformer", "mean")  # = actionrec.model.HEADS (no torch import here)
-
-
-def _check_train(cfg: dict) -> None:
-    _choice(cfg, "train", "head", TRAIN_HEADS)
-    _number(cfg, "train", "proj_dim", int, 0)
-    _number(cfg, "train", "hidden_size", int, 1)
-    _number(cfg, "train", "num_layers", int, 1, 16)
-    _flag(cfg, "train", "bidirectional")
-    _number(cfg, "train", "transformer_layers", int, 1, 16)
-    _number(cfg, "train", "transformer_heads", int, 1, 64)
-    if cfg["head"] == "transformer":
-        if cfg["proj_dim"] < 1:
-            raise ParamsError("params.yaml: train.proj_dim must be >= 1 for train.head: transformer "
-                              "(it is the transformer's width)")
-        if cfg["proj_dim"] % cfg["transformer_heads"]:
-            raise ParamsError(f"params.yaml: train.proj_dim ({cfg['proj_dim']}) must be a multiple of "
-                              f"train.transformer_heads ({cfg['transformer_heads']})")
-    _number(cfg, "train", "dropout", float, 0.0, 0.99)
-    _flag(cfg, "train", "temporal_centering", auto=True)
-    _number(cfg, "train", "lr", float, 1e-8, 10.0)
-    _number(cfg, "train", "weight_decay", float, 0.0)
-    _number(cfg, "train", "batch_size", int, 1)
-    _number(cfg, "train", "max_epochs", int, 1)
-    _number(cfg, "train", "patience", int, 1)
-    _number(cfg, "train", "lr_factor", float, 0.01, 0.99)
-    _number(cfg, "train", "lr_patience", int, 0)
-    _number(cfg, "train", "threads", int, 0, 1024)
-    _number(cfg, "train", "seed", int)
-
-
-def _check_evaluate(cfg: dict) -> None:
-    _number(cfg, "evaluate", "baseline_c", float, 1e-6)
-
-
-CHECKS = {"data": _check_data, "synthesize": _check_synthesize, "subset": _check_subset,
-          "split": _check_split, "features": _check_features, "train": _check_train,
-          "evaluate": _check_evaluate}
+DEEP_CHECKS = {"synthesize": _check_synthesize, "features": _check_features}
 
 
 def check_section(section: str, cfg: dict) -> dict:
     """A validated copy of one params section (values coerced); raises ParamsError."""
-    cfg = dict(cfg)
-    CHECKS[section](cfg)
+    cfg = _validated(MODELS[section], cfg, section)
+    if section in DEEP_CHECKS:
+        DEEP_CHECKS[section](cfg)
     return cfg
 
 
 def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
-    """The named sections of params.yaml, each validated; raises ParamsError on a bad value."""
+    """The named sections of params.yaml as plain dicts, values coerced. The whole file is
+    checked on every call (unknown keys, types, ranges); the named sections also get the checks
+    that import torchvision or the demo's classes. Raises ParamsError."""
     try:
-        params = yaml.safe_load(Path(path).read_text()) or {}
+        raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path} not found: run the stages from the repository root") from None
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    out = {}
+    params = _validated(Params, raw)
+    _check_data_root(params["data"], Path(path).resolve().parent)
     for section in sections:
-        if not isinstance(params.get(section), dict):
-            raise ParamsError(f"params.yaml: the section {section}: is missing")
-        out[section] = check_section(section, params[section])
-    if "data" in out and "features" in out:
-        check_backbone_fits_data(out["data"], out["features"])
-    return out
+        if section in DEEP_CHECKS:
+            DEEP_CHECKS[section](params[section])
+    if "data" in sections and "features" in sections:
+        check_backbone_fits_data(params["data"], params["features"])
+    return {section: params[section] for section in sections}
 
 
 def check_backbone_fits_data(data: dict, features: dict) -> None:
     """Random backbone weights suit only the synthetic demo: on real videos they would make
     near-identical features and a model that learns nothing, silently."""
-    if data["source"] != "synthetic" and features["weights"] == "none" and not features["allow_random_weights"]:
-        raise ParamsError(f"params.yaml: data.source is {data['source']} but features.weights is none "
-                          "(a random backbone): set features.weights: IMAGENET1K_V2 (or DEFAULT, or a file "
-                          "under weights/), or features.allow_random_weights: true to do it on purpose")
+    from actionrec.synthetic import OUTPUT
+
+    if features["weights"] != "none" or features["allow_random_weights"]:
+        return
+    if data["source"] != "synthetic":
+        real = f"data.source is {data['source']}"
+    elif Path(data["root"]) != OUTPUT:
+        real = f"data.root {data['root']} is not the demo's {OUTPUT.as_posix()} (real videos?)"
+    else:
+        return
+    raise ParamsError(f"params.yaml: {real} but features.weights is none (a random backbone): set "
+                      "features.weights: IMAGENET1K_V2 (or DEFAULT, or a file under weights/), or "
+                      "features.allow_random_weights: true to do it on purpose")

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from actionrec.backbone import embed, inference_backbone
+from actionrec.backbone import embed, inference_backbone, preprocessing
 from actionrec.device import resolve_runtime
 from actionrec.extract import ClipDataset, iter_features
 from actionrec.params import load_params
@@ -48,14 +48,15 @@ def warmed_up_backbone(cfg: dict, device: torch.device) -> torch.nn.Module:
     with the whole stage (--whole), not here."""
     model = inference_backbone(cfg, device, cfg["batch_frames"])
     if not cfg["compile"]:  # a compiled model already ran one batch to compile
-        embed(model, torch.zeros((cfg["batch_frames"], 3, cfg["crop"], cfg["crop"]), dtype=torch.uint8,
-                                 device=device), cfg["precision"])
+        crop = model.preprocessing["crop"]
+        embed(model, torch.zeros((cfg["batch_frames"], 3, crop, crop), dtype=torch.uint8, device=device),
+              cfg["precision"])
     return model
 
 
 def decode_only(paths: list[str], cfg: dict) -> float:
     """frames/s of the decode workers alone (decode, sample, resize, crop): the input ceiling."""
-    dataset = ClipDataset(paths, cfg["num_frames"], cfg["resize"], cfg["crop"], cfg["decoder"])
+    dataset = ClipDataset(paths, cfg["num_frames"], preprocessing(cfg), cfg["decoder"])
     workers = cfg["num_workers"]
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=8 if workers else None)
     start, frames = time.perf_counter(), 0
@@ -75,8 +76,8 @@ def project_path(paths: list[str], cfg: dict, device: torch.device) -> float:
 
 def backbone_only(cfg: dict, device: torch.device, batches: int = 8) -> float:
     model = warmed_up_backbone(cfg, device)
-    batch = torch.randint(0, 256, (cfg["batch_frames"], 3, cfg["crop"], cfg["crop"]), dtype=torch.uint8,
-                          device=device)
+    crop = model.preprocessing["crop"]
+    batch = torch.randint(0, 256, (cfg["batch_frames"], 3, crop, crop), dtype=torch.uint8, device=device)
     start = time.perf_counter()
     for _ in range(batches):
         embed(model, batch, cfg["precision"])

@@ -23,16 +23,15 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from actionrec.backbone import inference_backbone, weights_file
+from actionrec.backbone import inference_backbone, preprocessing, weights_file
 from actionrec.device import resolve_runtime
 from actionrec.download import sha256_of
 from actionrec.extract import Throughput, atomic_save_npy, iter_features
-from actionrec.params import ParamsError, UserError, load_params, run_stage
-from actionrec.video import unavailable_decoder
+from actionrec.params import UserError, load_params, run_stage
 
 OUT, STORE, VIDEO_LIST = Path("data/features"), Path("data/features-store"), Path("data/video_list.csv")
 # the params that change feature values (dvc.yaml lists the same keys); the rest only speed
-RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "resize", "crop", "seed")
+RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "resize", "crop", "interpolation", "seed")
 CODE = ("stages/features.py", "actionrec/video.py", "actionrec/backbone.py", "actionrec/extract.py",
         "actionrec/device.py")
 
@@ -110,11 +109,9 @@ def main() -> None:
     params = load_params("data", "features")
     cfg, device = resolve_runtime(params["features"])
     root = Path(params["data"]["root"])
-    if unavailable_decoder(cfg["decoder"]):
-        raise ParamsError(unavailable_decoder(cfg["decoder"]))
     videos = pd.read_csv(VIDEO_LIST, keep_default_na=False)["video"]
     path = weights_file(cfg["weights"], cfg["backbone"])
-    info = {**{k: cfg[k] for k in RESULT_KEYS}, "device": cfg["device"],
+    info = {**{k: cfg[k] for k in RESULT_KEYS}, "preprocessing": preprocessing(cfg), "device": cfg["device"],
             "weights_sha256": sha256_of(path) if path and path.is_file() else None,
             "torch": torch.__version__, "torchvision": torchvision.__version__}
     store = STORE / fingerprint({**{k: v for k, v in info.items() if k != "device"},

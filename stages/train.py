@@ -14,7 +14,8 @@ from actionrec.params import load_params, run_stage
 from actionrec.training import fit
 
 # what predict.py needs to make features exactly as the features stage made them
-FEATURE_META = ("num_frames", "backbone", "weights", "weights_sha256", "precision", "resize", "crop", "seed")
+FEATURE_META = ("num_frames", "backbone", "weights", "weights_sha256", "precision", "resize", "crop",
+                "interpolation", "preprocessing", "seed")
 
 
 def main() -> None:
@@ -40,8 +41,9 @@ def main() -> None:
     meta = {"class_names": class_names, "feature_dim": int(train_feats.shape[2]),
             "head": cfg["head"], "dropout": cfg["dropout"], **{k: cfg[k] for k in HEAD_KEYS[cfg["head"]]},
             # what was applied: the mean head never centres (a centred clip averages to zero)
-            "temporal_centering": center, **{k: info[k] for k in FEATURE_META},
-            "sampling": "segment_centres", "normalize": "imagenet",
+            "temporal_centering": center, **{k: info[k] for k in FEATURE_META if k in info},
+            "sampling": "segment_centres",
+            "data_source": data["source"],  # predict.py warns when the model is the synthetic demo's
             "feature_mean": torch.from_numpy(mean), "feature_std": torch.from_numpy(std)}
     torch.manual_seed(cfg["seed"])
     model = build_model(meta)

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 import yaml
 
+from actionrec.backbone import DEFAULT_PREPROCESSING
 from actionrec.download import sha256_of
 from actionrec.extract import iter_features
 from actionrec.synthetic import write_avi
@@ -57,8 +58,8 @@ def make_dataset(tmp_path: Path) -> Path:
 
 def write_params(tmp_path: Path, root: Path, **features) -> None:
     params = committed_params()
-    params["data"]["root"] = str(root)
-    params["features"].update(TINY_FEATURES, **features)
+    params["data"]["root"] = str(root.relative_to(tmp_path))  # an absolute path inside the repo is refused
+    params["features"].update(TINY_FEATURES, allow_random_weights=True, **features)  # videos not the demo's
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -138,6 +139,7 @@ class PixelLevel(torch.nn.Module):
     """A stub backbone whose feature is the mean grey level of the frame: it shows which
     frame of which video each row came from."""
     feature_dim, inference_device = 1, torch.device("cpu")
+    preprocessing = {**DEFAULT_PREPROCESSING, "resize": 48, "crop": 32}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x[:, 0] * 0.229 * 255 + 0.485 * 255).mean(dim=(1, 2))[:, None]

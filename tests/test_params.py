@@ -120,3 +120,152 @@ def test_transformer_width_is_checked(tmp_path, changes, message):
 def test_lstm_head_ignores_transformer_width(tmp_path):
     path = write(tmp_path, "train", "proj_dim", 0)  # no projection: fine for lstm, gru and mean
     assert load_params("train", path=path)["train"]["proj_dim"] == 0
+
+
+@pytest.mark.parametrize("section,key,guess", [
+    ("train", "lr_typo", "train.lr"),             # a typo'd key
+    ("train", "learning_rate", "train.lr"),       # the long name of a short key
+    ("train", "hidden_sise", "train.hidden_size"),
+    ("train", "device", "features.device"),       # a key of another section
+    ("features", "num_frame", "features.num_frames"),
+    ("evaluate", "batchsize", "train.batch_size"),     # close to a key of another section
+])
+def test_an_unknown_key_anywhere_is_refused_with_the_nearest_known_key(tmp_path, section, key, guess):
+    path = write(tmp_path, section, key, 1)
+    with pytest.raises(ParamsError) as error:
+        load_params("data", path=path)  # whatever section is asked for: the whole file is checked
+    assert str(error.value) == f"params.yaml: unknown key {section}.{key}: did you mean {guess}?"
+
+
+def test_an_unknown_section_is_refused_with_the_nearest_known_one(tmp_path):
+    params = {name: dict(cfg) for name, cfg in DEFAULTS.items()}
+    params["trian"] = params.pop("train")
+    params["lr"] = 0.1  # a key put at the top level
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match="unknown section (trian: did you mean train|lr: did you mean train.lr)\\?"):
+        load_params("data", path=path)
+    del params["lr"]
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match="^params.yaml: unknown section trian: did you mean train\\?$"):
+        load_params("subset", path=path)
+
+
+def test_yes_and_numbers_as_strings(tmp_path):
+    with pytest.raises(ParamsError, match="train.lr must be a number, got True"):
+        load_params("train", path=write(tmp_path, "train", "lr", True))  # true is not 1
+    assert load_params("train", path=write(tmp_path, "train", "max_epochs", "12"))["train"]["max_epochs"] == 12
+    with pytest.raises(ParamsError, match="train.max_epochs must be an integer, got 2.5"):
+        load_params("train", path=write(tmp_path, "train", "max_epochs", 2.5))
+
+
+def test_an_absolute_data_root_inside_the_repository_is_refused(tmp_path, tmp_path_factory):
+    inside = tmp_path / "videos" / "mine"
+    with pytest.raises(ParamsError) as error:
+        load_params("data", path=write(tmp_path, "data", "root", str(inside)))
+    assert str(error.value).startswith(f"params.yaml: data.root {inside} is an absolute path inside this "
+                                       "repository: use the relative path videos/mine (dvc.lock")
+    outside = tmp_path_factory.mktemp("elsewhere")  # a dataset kept outside the clone: fine
+    assert load_params("data", path=write(tmp_path, "data", "root", str(outside)))["data"]["root"] == str(outside)
+
+
+def test_random_weights_on_real_videos_of_the_synthetic_source_are_refused(tmp_path):
+    """data.source synthetic but data.root not the synthesize stage's output: real videos."""
+    with pytest.raises(ParamsError, match="data.root videos is not the demo's data/synthetic/UCF-101 .* but "
+                                          "features.weights is none"):
+        load_params("data", "features", path=write(tmp_path, "data", "root", "videos"))
+    assert load_params("data", "features", path=write(tmp_path, "data", "root", "./data/synthetic/UCF-101/"))
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"backbone": "squeezenet1_0"}, "features.backbone squeezenet1_0 has no Linear classifier"),
+    ({"backbone": "vit_b_16", "crop": 112, "resize": 128}, "features.backbone vit_b_16 cannot take 112x112 crops"),
+    ({"resize": 200}, r"features.crop \(auto: 224\) must be <= features.resize \(200\)"),
+    ({"interpolation": "lanczos"}, "features.interpolation must be one of auto, bilinear, bicubic, nearest"),
+])
+def test_features_the_code_cannot_take_are_refused(tmp_path, changes, message):
+    params = {name: dict(cfg) for name, cfg in DEFAULTS.items()}
+    params["features"].update(changes)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match=message) as error:
+        load_params("features", path=path)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16"])
+def test_backbones_with_auto_preprocessing_are_accepted(tmp_path, backbone):
+    features = load_params("features", path=write(tmp_path, "features", "backbone", backbone))["features"]
+    assert (features["resize"], features["crop"], features["interpolation"]) == ("auto", "auto", "auto")
+
+
+# The validate stage under real DVC, in a tiny copy of the repository where only it has run.
+from test_pipeline import TINY, copy_repo, git, run, stages_run, tool_env  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory) -> Path:
+    repo = copy_repo(tmp_path_factory.mktemp("repo"), TINY)
+    run(["dvc", "repro", "validate"], repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "validated")
+    return repo
+
+
+def dvc(repo: Path, *args: str) -> tuple[int, str]:
+    """A dvc command as a user types it, on a machine where torch sees no GPU; params.yaml is
+    restored afterwards (a failed `dvc exp run` leaves its -S changes in the workspace)."""
+    result = subprocess.run(["dvc", *args], cwd=repo, env={**tool_env(), "CUDA_VISIBLE_DEVICES": ""},
+                            capture_output=True, text=True, timeout=600)
+    git(repo, "checkout", "--", "params.yaml")
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("setting,message", [  # -S adds a new key with + (-S train.lr_typo=1: DVC refuses)
+    ("+train.lr_typo=1", "error: params.yaml: unknown key train.lr_typo: did you mean train.lr?"),
+    ("features.device=cuda", "error: features.device is cuda but torch sees no CUDA GPU here"),
+])
+def test_dvc_exp_run_fails_in_the_validate_stage_before_any_other(dvc_repo, setting, message):
+    code, out = dvc(dvc_repo, "exp", "run", "-S", setting)
+    assert code != 0 and message in out, out
+    assert stages_run(out) == {"validate"}, out  # first, although every other stage is out of date
+
+
+def test_a_key_added_by_hand_fails_dvc_repro(dvc_repo):
+    params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
+    params["train"]["learning_rate"] = 0.01
+    (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    code, out = dvc(dvc_repo, "repro")
+    assert code != 0 and "error: params.yaml: unknown key train.learning_rate: did you mean train.lr?" in out
+    assert stages_run(out) == {"validate"}, out
+
+
+def test_validate_runs_on_every_change_is_never_restored_and_leaves_status_clean(dvc_repo):
+    assert "Data and pipelines are up to date" in dvc(dvc_repo, "status", "validate")[1]
+    assert stages_run(dvc(dvc_repo, "repro", "validate")[1]) == set()
+    params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
+    for threads in (1, 0):  # 0 again: a stage without outputs has no run-cache to restore from
+        params["features"]["threads"] = threads
+        (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        out = run(["dvc", "repro", "validate"], dvc_repo)
+        assert stages_run(out) == {"validate"} and "is cached" not in out, out
+    assert "Data and pipelines are up to date" in dvc(dvc_repo, "status", "validate")[1]
+
+
+def test_the_validate_stage_checks_the_machine(tmp_path, monkeypatch):
+    """What only this machine can tell: a GPU, an installed decoder; run as DVC runs the stage."""
+    import actionrec.video
+    from actionrec.device import resolve_runtime
+
+    monkeypatch.setattr(actionrec.video, "decord_available", lambda: False)
+    cfg = load_params("features", path=ROOT / "params.yaml")["features"]
+    with pytest.raises(ParamsError, match="^features.decoder is decord but decord is not installed"):
+        resolve_runtime({**cfg, "decoder": "decord"})
+    params = {name: dict(cfg) for name, cfg in DEFAULTS.items()}
+    params["features"]["device"] = "cuda:0"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, str(ROOT / "stages/validate.py")], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300, env={**tool_env(), "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == ("error: features.device is cuda:0 but torch sees no CUDA GPU here: set "
+                             "features.device: auto or cpu\n")

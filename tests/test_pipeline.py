@@ -95,8 +95,10 @@ def stages_run(out: str) -> set[str]:
 
 def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(repo):
     out = run(["dvc", "repro"], repo)
-    assert stages_run(out) == {"synthesize", "subset", "split", "features", "train", "evaluate"}
+    assert stages_run(out) == {"validate", "synthesize", "subset", "split", "features", "train", "evaluate"}
+    # every stage but validate, which has no outputs so that it always checks this machine itself
     assert len(saved_runs(repo)) == 6, "DVC saved no run-cache entry for some stage"
+    assert out.index("Running stage 'validate'") < out.index("Running stage 'synthesize'")
     metadata = pd.read_csv(repo / "data/metadata.csv")
     assert {"video", "label", "class_name", "group", "clip"} <= set(metadata.columns)
     assert sorted(metadata["label"].unique()) == [0, 1, 2]
@@ -112,6 +114,11 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(repo):
     assert first["evaluate.json"]["test_videos"] == len(test_rows)
     assert first["evaluate.json"]["test_videos_not_decoded"] == 0
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
+    assert stages_run(run(["dvc", "repro"], repo)) == set()
+    prep = json.loads((repo / "data/features/info.json").read_text())["preprocessing"]
+    assert prep == {"resize": 64, "crop": 56, "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406],
+                    "std": [0.229, 0.224, 0.225]}  # TINY's sizes, the defaults of weights: none
+    assert torch.load(repo / "models/lstm.pt", weights_only=True)["meta"]["preprocessing"] == prep
     assert (repo / "plots/confusion_test.csv").read_text().startswith("actual,predicted")
     assert (repo / "metrics/failed_videos.csv").read_text().strip() == "video,error"
 
@@ -131,19 +138,20 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(repo):
 
 def test_only_what_changed_runs_again(repo):
     """train.* re-runs train + evaluate; split.* re-runs split + train + evaluate; speed-only
-    keys re-run nothing; switching the backbone and back restores from the run-cache."""
+    keys re-run nothing but validate (as every change does); switching the backbone and back
+    restores from the run-cache."""
     out = run(["dvc", "exp", "run", "-S", "train.lr=0.003"], repo)
-    assert stages_run(out) == {"train", "evaluate"} and "Stage 'features' didn't change" in out
+    assert stages_run(out) == {"validate", "train", "evaluate"} and "Stage 'features' didn't change" in out
     assert "0.003" in run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
 
     out = run(["dvc", "exp", "run", "-S", "split.seed=1", "-S", "split.train=0.7", "-S", "split.val=0.15",
                "-S", "split.test=0.15"], repo)
-    assert stages_run(out) == {"split", "train", "evaluate"} and "Stage 'features' didn't change" in out
+    assert stages_run(out) == {"validate", "split", "train", "evaluate"} and "Stage 'features' didn't change" in out
 
     speed = ["features.device=cpu", "features.num_workers=0", "features.threads=1", "features.batch_frames=12",
              "features.compile=auto", "features.max_failed_fraction=0.5"]
     out = run(["dvc", "exp", "run", *[arg for key in speed for arg in ("-S", key)]], repo)
-    assert stages_run(out) == set() and "Stage 'features' didn't change" in out
+    assert stages_run(out) == {"validate"} and "Stage 'features' didn't change" in out
 
     before = np.load(repo / "data/features/features.npy")
     out = run(["dvc", "exp", "run", "-S", "features.backbone=resnet18"], repo)
@@ -213,7 +221,7 @@ def test_the_decoder_is_a_speed_choice_and_pyav_runs_the_whole_pipeline(repo):
     finally:
         shutil.rmtree(store, ignore_errors=True)
         shutil.move(repo / "store-aside", store)
-    assert stages_run(out) == {"synthesize", "subset", "split", "features", "train", "evaluate"}
+    assert stages_run(out) == {"validate", "synthesize", "subset", "split", "features", "train", "evaluate"}
     summary = json.loads((repo / "metrics/features.json").read_text())
     assert summary["extracted_videos"] == summary["videos"] == len(before)
     assert np.array_equal(np.load(repo / "data/features/features.npy"), before)
@@ -256,12 +264,12 @@ def test_a_team_shares_runs_through_a_dvc_remote(repo, tmp_path):
     assert stages_run(out) == set() and "Data and pipelines are up to date" in run(["dvc", "status"], clone)
 
     out = run(["dvc", "exp", "run", "-S", "train.lr=0.0003"], repo)
-    assert stages_run(out) == {"train", "evaluate"}
+    assert stages_run(out) == {"validate", "train", "evaluate"}
     expected = json.loads((repo / "metrics/evaluate.json").read_text())
     run([sys.executable, "-m", "actionrec.share"], repo)
     run(["dvc", "pull", "--run-cache"], clone)
     out = run(["dvc", "exp", "run", "--pull", "-S", "train.lr=0.0003"], clone)
-    assert stages_run(out) == set(), out
+    assert stages_run(out) == {"validate"}, out  # the params are checked on this machine, never restored
     assert "Stage 'train' is cached - skipping run, checking out outputs" in out
     assert json.loads((clone / "metrics/evaluate.json").read_text()) == expected
 
@@ -365,7 +373,7 @@ def test_the_way_back_after_an_experiment_recomputes_nothing_with_another_machin
         assert read_metrics(repo) != committed_metrics
 
         out = run(["bash", "-c", WAY_BACK.replace("make ", " ".join(MAKE) + " ")], repo)
-        assert stages_run(out) == set(), out  # nothing recomputed
+        assert stages_run(out) == {"validate"}, out  # params checked; nothing recomputed
         assert (repo / "data/features/features.npy").is_file() and (repo / "models/lstm.pt").is_file()
         assert read_metrics(repo) == committed_metrics
         assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
