@@ -99,6 +99,9 @@ class Synthesize(_Section):
 
     @model_validator(mode="after")
     def _ordered(self):
+        for key in ("width", "height"):  # MPEG-4 in yuv420p halves both for colour
+            if getattr(self, key) % 2:
+                raise ParamsError(f"params.yaml: synthesize.{key} must be even, got {getattr(self, key)}")
         if self.max_seconds < self.min_seconds:
             raise ParamsError(f"params.yaml: synthesize.max_seconds must be between {self.min_seconds} and 60, "
                               f"got {self.max_seconds}")

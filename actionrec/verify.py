@@ -32,7 +32,7 @@ DATA_STAGES = ("synthesize", "subset", "split")
 REFERENCE = Path("reference/features.npz")
 REFERENCE_CLIPS = 4
 # The features params that, with the videos, fix the reference's values (+ the resolved precision).
-REFERENCE_KEYS = ("num_frames", "backbone", "weights", "resize", "crop", "seed")
+REFERENCE_KEYS = ("num_frames", "backbone", "weights", "resize", "crop", "interpolation", "seed")
 # Max relative L2 distance of a re-extracted reference frame feature from the committed one,
 # per precision used here; measured with bench/tolerance.py on the demo's reference clips
 # (README: Reproducibility). fp32: 0 with 1 or 2 threads, 1.3e-7 compiled, 2e-7 with AVX2

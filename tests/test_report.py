@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image, ImageStat
@@ -49,6 +50,17 @@ def test_report_shows_both_revisions_params_metrics_and_plots(repo, monkeypatch)
 
     run(MAKE + ["report", "BASE=main"], repo)
     report = (repo / "report/report.md").read_text()
+    # the first table: the headline metrics, base, head and change
+    first = report.split("\n\n")[1].splitlines()
+    assert first[0].split("|")[2:5] == [" `main` ", " workspace ", " change "], first[0]
+    headline = {cells[1].strip(): [c.strip() for c in cells[2:5]] for cells in (row.split("|") for row in first[2:])}
+    assert list(headline) == ["test accuracy", "test macro-F1", "order-blind baseline accuracy",
+                              "temporal gain (accuracy over the baseline)"]
+    assert [float(v) for v in headline["test accuracy"][:2]] == pytest.approx([base_accuracy, pr_accuracy], abs=1e-4)
+    assert float(headline["test accuracy"][2]) == pytest.approx(pr_accuracy - base_accuracy, abs=1e-4)
+    # then only what changed; everything, folded
+    changed, folded = report.split("<details>")
+    assert "shared_groups" not in changed and "shared_groups" in folded and "</details>" in folded
     param = table_row(report, "train.lr")
     assert param[2:4] == ["0.001", "0.003"], param
     header = table_row(report, "Metric")
@@ -58,7 +70,11 @@ def test_report_shows_both_revisions_params_metrics_and_plots(repo, monkeypatch)
     assert float(accuracy[3]) == pytest.approx(pr_accuracy, abs=1e-5)
 
     images = re.findall(r"!\[(.*?)\]\((.*?)\)", report)
-    assert [name for name, _ in images] == PLOT_NAMES  # one image per plot dvc.yaml declares
+    # one image per plot dvc.yaml declares, but the per-class chart: with 1-2 test videos a
+    # class here, its bars could only be 0, 0.5 or 1, and the report says so instead
+    assert pd.read_csv(repo / "plots/confusion_test.csv")["actual"].value_counts().max() <= 2
+    assert [name for name, _ in images] == [n for n in PLOT_NAMES if n != "plots/per_class_test.csv"]
+    assert "Per-class test accuracy is not drawn: every class has 1-2 test video(s)" in report
     for name, path in images:
         with Image.open(repo / "report" / path) as image:
             assert image.format == "PNG" and image.width > 200 and image.height > 200, name
@@ -105,8 +121,12 @@ def test_make_plots_draws_offline_in_chromium(plots_repo):
     assert not re.search(r"""(src|href)=["']https?:""", page.read_text()), "the page loads something"
     dom = chromium_dom(page)
     assert "data-error" not in dom
-    assert f'data-rendered="{len(PLOT_NAMES)}"' in dom, "vega-embed did not finish drawing"
-    for i in range(len(PLOT_NAMES)):
+    # the committed run has 1-2 test videos a class: the per-class chart is a note instead
+    drawn = [n for n in PLOT_NAMES if n != "plots/per_class_test.csv"]
+    assert "Per-class test accuracy is not drawn" in dom
+    assert re.search(r"<table>.*<td>test accuracy</td><td>[0-9.]+</td>.*</table>", dom, re.S), "no headline table"
+    assert f'data-rendered="{len(drawn)}"' in dom, "vega-embed did not finish drawing"
+    for i in range(len(drawn)):
         chart = re.search(rf'<div id="plot{i}".*?</svg>', dom, re.S)
         assert chart and len(re.findall(r'class="mark-', chart.group(0))) >= 5, f"plot {i} drew no marks"
 
