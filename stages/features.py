@@ -109,6 +109,8 @@ def main() -> None:
     params = load_params("data", "features")
     cfg, device = resolve_runtime(params["features"])
     root = Path(params["data"]["root"])
+    if not VIDEO_LIST.is_file():
+        raise UserError(f"{VIDEO_LIST} not found: run 'dvc repro' (the subset stage writes it)")
     videos = pd.read_csv(VIDEO_LIST, keep_default_na=False)["video"]
     path = weights_file(cfg["weights"], cfg["backbone"])
     info = {**{k: cfg[k] for k in RESULT_KEYS}, "preprocessing": preprocessing(cfg), "device": cfg["device"],

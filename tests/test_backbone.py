@@ -16,7 +16,7 @@ from actionrec.backbone import (DEFAULT_PREPROCESSING, build_backbone, check_bac
                                 normalize, prepare_for_inference, preprocessing, resize_crop, weights_file)
 from actionrec.params import ParamsError, UserError
 from actionrec.video import read_frames
-from tests.conftest import ROOT, tiny_video
+from tests.conftest import ROOT, committed_params, tiny_video
 
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": ""}  # nothing answers
 
@@ -195,8 +195,8 @@ def test_named_weights_offline_are_one_line_from_the_features_stage_and_predict(
     env = {**os.environ, **OFFLINE, "TORCH_HOME": str(tmp_path / "torch"), "PYTHONPATH": str(ROOT)}
     tiny_video(tmp_path / "videos/A/v_A_g01_c01.avi", frames=4)
     (tmp_path / "data").mkdir()
-    (tmp_path / "data/metadata.csv").write_text("video,label,class_name,group,clip\nA/v_A_g01_c01.avi,0,A,1,1\n")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "data/video_list.csv").write_text("video\nA/v_A_g01_c01.avi\n")
+    params = committed_params()
     params["data"]["root"] = "videos"
     params["features"].update(backbone="resnet18", weights="IMAGENET1K_V1", compile=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -7,7 +7,7 @@ import yaml
 
 from actionrec.params import ParamsError, load_params
 
-from tests.conftest import committed, committed_params
+from tests.conftest import ROOT, committed, committed_params
 
 DEFAULTS = committed_params()  # as committed: an experiment applied to the workspace is not the contract
 SECTIONS = ("data", "synthesize", "subset", "split", "features", "train", "evaluate")
@@ -257,8 +257,10 @@ def test_the_validate_stage_checks_the_machine(tmp_path, monkeypatch):
     import actionrec.video
     from actionrec.device import resolve_runtime
 
-    monkeypatch.setattr(actionrec.video, "decord_available", lambda: False)
-    cfg = load_params("features", path=ROOT / "params.yaml")["features"]
+    real = actionrec.video.load_error
+    monkeypatch.setattr(actionrec.video, "load_error", lambda name: "" if name == "decord" else real(name))
+    (tmp_path / "committed.yaml").write_bytes(committed("params.yaml"))
+    cfg = load_params("features", path=tmp_path / "committed.yaml")["features"]
     with pytest.raises(ParamsError, match="^features.decoder is decord but decord is not installed"):
         resolve_runtime({**cfg, "decoder": "decord"})
     params = {name: dict(cfg) for name, cfg in DEFAULTS.items()}

@@ -16,7 +16,7 @@ import torch
 
 from actionrec.model import build_model
 from actionrec.synthetic import write_avi
-from tests.conftest import ROOT, SAMPLE_VIDEOS, rotated_video, tiny_video, white_corner
+from tests.conftest import ROOT, SAMPLE_VIDEOS, committed_params, rotated_video, tiny_video, white_corner
 
 CLASSES = ["Archery", "Bowling", "Typing"]
 
@@ -228,7 +228,7 @@ def test_the_train_stage_records_the_data_source(tmp_path):
     (tmp_path / "data/splits").mkdir()
     rows.iloc[[0, 1, 3, 4]].to_csv(tmp_path / "data/splits/train.csv", index=False)
     rows.iloc[[2, 5]].to_csv(tmp_path / "data/splits/val.csv", index=False)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = committed_params()
     params["train"].update(max_epochs=1, batch_size=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = subprocess.run([sys.executable, str(ROOT / "stages/train.py")], cwd=tmp_path,
