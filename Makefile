@@ -10,7 +10,7 @@ UV_VERSION := 0.13.8
 .PHONY: help venv lock repro verify test test-tools report review plots push bench compare ucf101 clean
 .DEFAULT_GOAL := help
 
-help:  ## this list
+help:  ## list every target with what it does (this list)
 	@awk -F ':.*## ' '/^[a-z0-9-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 venv: $(VENV)/.installed  ## create .venv and install requirements.lock (every package pinned, hash-checked)

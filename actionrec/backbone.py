@@ -236,6 +236,11 @@ def prepare_for_inference(model: torch.nn.Module, precision: str, compile: bool 
     except Exception:  # a model fx cannot trace keeps its batch norms: slower, same result
         pass
     model = model.to(device, memory_format=torch.channels_last)
+    if device.type == "cuda" and precision == "fp32":
+        # cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and later: fp32 means
+        # fp32 here, so that GPU features agree with a CPU's within make verify's fp32 tolerance
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
     if device.type == "cpu" and precision != "fp32":
         model = model.to(DTYPES[precision])
     model.inference_device = device  # embed() runs the example on it
