@@ -161,7 +161,12 @@ def main() -> None:
     summary = {"videos": int(ok.sum()), "failed_videos": len(failed), "warned_videos": len(warned),
                "frames": int(ok.sum()) * cfg["num_frames"],
                "extracted_videos": extracted, "reused_videos": int(ok.sum()) - extracted,
-               **{k: info[k] for k in ("feature_dim", "num_frames", "backbone", "weights", "precision", "device")}}
+               "feature_dim": info["feature_dim"]}
+    # numbers only: the settings (backbone, weights, the precision and device used) are in
+    # info.json and the model file; as metrics they made `dvc exp show` columns such as a
+    # second "weights" beside the params'
+    print(f"features of {summary['videos']} videos: {info['backbone']} ({info['weights']} weights), "
+          f"{info['precision']} on {info['device']}")
     Path("metrics/features.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
