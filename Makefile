@@ -23,6 +23,7 @@ $(VENV)/.installed: requirements.lock requirements.txt pyproject.toml
 	@$(BIN)/python -m actionrec.lock check
 	@$(BIN)/python -m actionrec.lock select pip setuptools > $(VENV)/bootstrap.lock
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/bootstrap.lock
+	@echo "make venv: installing requirements.lock into $(VENV): about 6 GB on Linux (PyPI's torch is the CUDA build), minutes on a first install"
 	$(BIN)/python -m pip install --require-hashes --no-deps --no-build-isolation -r requirements.lock
 	@# PYTHONWARNINGS: setuptools' "Editable installation" box is a note, not a problem
 	PYTHONWARNINGS="ignore:Editable installation" \
