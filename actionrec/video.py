@@ -204,12 +204,6 @@ def probe(path: str | os.PathLike) -> dict:
             "width": found.width, "height": found.height}
 
 
-def check_is_video(path: str | os.PathLike) -> None:
-    """VideoError unless FFmpeg sees a real video: not a directory, text, a still image in any
-    container (GIF, APNG, WebP, a one-frame video) or audio with cover art."""
-    scan(path)
-
-
 # ---------------------------------------------------------------- which decoders load
 
 
