@@ -224,12 +224,10 @@ def video_duration(video: str) -> tuple[float, float]:
     VideoError if the file is not a video or its duration is unknown."""
     from actionrec.video import VideoError, probe
 
-    info = probe(video)
-    fps = info.get("fps") or 0
-    duration = info.get("duration") or (info["frame_count"] / fps if fps and info.get("frame_count") else 0)
-    if not duration:
+    info = probe(video)  # a duration only where the frame rate is known
+    if not info["duration"]:
         raise VideoError("its duration is unknown, so it cannot be cut into windows")
-    return round(float(duration), 3), (1 / fps if fps else 1e-3)
+    return round(info["duration"], 3), 1 / info["fps"]
 
 
 def predict_windows(args: argparse.Namespace) -> None:
