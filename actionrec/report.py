@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import io
 import json
 import re
 import subprocess
@@ -23,13 +22,17 @@ import vl_convert
 from actionrec.params import UserError, run_stage
 
 
-def dvc(*args: str) -> str:
-    """Stdout of a dvc command; its error, if any, as one line."""
-    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+def command(*args: str, cwd: Path | None = None) -> str:
+    """Stdout of a command (dvc, git); when it fails, a UserError with its last error line."""
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()] or ["no output"]
-        raise UserError(f"`dvc {' '.join(args)}` failed: {lines[-1]}")
+        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()] or ["no output"]
+        raise UserError(f"`{' '.join(args)}` failed: {lines[-1]}")
     return result.stdout
+
+
+def dvc(*args: str) -> str:
+    return command("dvc", *args)
 
 
 def plot_specs(base: str | None) -> dict[str, dict]:

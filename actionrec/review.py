@@ -18,19 +18,10 @@ import tempfile
 from pathlib import Path
 
 from actionrec.params import UserError, run_stage
-from actionrec.report import write_report
+from actionrec.report import command as sh, write_report
 
 REF = "refs/review/base"
 IDENTITY = ["-c", "user.name=review", "-c", "user.email=review@localhost"]
-
-
-def sh(*args: str, cwd: Path | None = None) -> str:
-    """Stdout of a command; its last error line as a UserError when it fails."""
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()] or ["no output"]
-        raise UserError(f"`{' '.join(args)}` failed: {lines[-1]}")
-    return result.stdout
 
 
 def reproduce_base(base: str) -> str:

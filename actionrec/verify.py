@@ -19,7 +19,6 @@ import io
 import json
 import platform
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
