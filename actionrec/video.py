@@ -17,7 +17,6 @@ import functools
 import os
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
