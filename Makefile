@@ -96,8 +96,8 @@ plots: venv  ## report/plots.html: every plot on one page, offline (BASE=rev ove
 bench: venv  ## benchmarks: decoders, feature extraction, training (prints tables)
 	python bench/decode.py
 	python bench/extract.py --whole
-	@# both cores, as the 2-minutes-a-run target is stated (train.threads: 1 is for shared cores)
-	python bench/train.py --heads lstm,gru,transformer,mean -S threads=0
+	@# both cores, as the 2-minutes-a-run target is stated (runtime.train_threads: 1 is for shared cores)
+	python bench/train.py --heads lstm,gru,transformer,mean -S runtime.train_threads=0
 
 # heads x seeds through `dvc exp run --queue` + `dvc queue start` -> metrics/compare.md
 compare: venv  ## every head x 3 seeds through DVC's queue -> metrics/compare.md
@@ -112,5 +112,5 @@ ucf101: venv  ## download and extract real UCF-101 (6.5 GB) into data/UCF-101, d
 	dvc add data/UCF-101
 
 # the per-video feature store (stages/features.py): only ever reused for identical inputs, but it grows
-clean:  ## delete the per-video feature store data/features-store
-	rm -rf data/features-store
+clean:  ## delete the per-video feature store (beside the features stage's output: data/features-store)
+	rm -rf "$$(python -c 'from actionrec.pipeline import paths; print(paths("features")["out"])')-store"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from actionrec.params import UserError, run_stage
+from actionrec.errors import UserError, run_stage
 
 BASE_URL = "https://www.crcv.ucf.edu/data/UCF101"
 ARCHIVES = ("UCF101.rar", "UCF101TrainTestSplits-RecognitionTask.zip")

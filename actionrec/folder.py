@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from actionrec.params import UserError
+from actionrec.errors import UserError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 # why an entry under data.root is skipped: the key is counted in metrics/subset.json

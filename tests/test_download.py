@@ -10,12 +10,11 @@ import time
 import zipfile
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from actionrec.download import download, main
-from actionrec.params import UserError
+from actionrec.errors import UserError
 from actionrec.ucf101 import LISTS_DIR, scan_dataset
 from tests.conftest import tiny_video
 

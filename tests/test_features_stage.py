@@ -20,7 +20,7 @@ from actionrec.backbone import DEFAULT_PREPROCESSING
 from actionrec.download import sha256_of
 from actionrec.extract import iter_features
 from actionrec.synthetic import write_avi
-from tests.conftest import ROOT, SAMPLE_VIDEOS, committed_params, rotated_video, tiny_video
+from tests.conftest import ROOT, SAMPLE_VIDEOS, committed_params, rotated_video, stage_argv, tiny_video, update_params
 
 TINY_FEATURES = {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 8, "num_workers": 1,
                  "compile": False}
@@ -59,12 +59,12 @@ def make_dataset(tmp_path: Path) -> Path:
 def write_params(tmp_path: Path, root: Path, **features) -> None:
     params = committed_params()
     params["data"]["root"] = str(root.relative_to(tmp_path))  # an absolute path inside the repo is refused
-    params["features"].update(TINY_FEATURES, allow_random_weights=True, **features)  # videos not the demo's
+    update_params(params, **TINY_FEATURES, allow_random_weights=True, **features)  # videos not the demo's
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def run_stage(tmp_path: Path, env: dict | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
-    return subprocess.run([python, str(ROOT / "stages/features.py")], cwd=tmp_path,
+    return subprocess.run([python, *stage_argv("features")[1:]], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, env=env or dict(os.environ))
 
 
@@ -131,8 +131,8 @@ def test_cuda_without_a_gpu_is_a_one_line_error_naming_the_key(tmp_path):
         assert result.returncode == 0, result.stderr
         return
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == ("error: features.device is cuda but torch sees no CUDA GPU here: "
-                                     "set features.device: auto or cpu")
+    assert result.stderr.strip() == ("error: runtime.device is cuda but torch sees no CUDA GPU here: "
+                                     "set runtime.device: auto or cpu")
 
 
 class PixelLevel(torch.nn.Module):
@@ -182,7 +182,7 @@ def test_sigkill_then_resume_extracts_only_the_videos_not_yet_stored(tmp_path):
                                           for j in range(4)]), 25)
     write_video_list(tmp_path, videos)
     write_params(tmp_path, root, num_frames=2, resize=32, crop=32, batch_frames=16, num_workers=0)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "stages/features.py")], cwd=tmp_path,
+    proc = subprocess.Popen(stage_argv("features"), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not stored_features(tmp_path) and time.time() < deadline:

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from actionrec.params import UserError
+from actionrec.errors import UserError
 from actionrec.splits import choose_subset, group_split, official_split, random_split, shared_groups
 from actionrec.ucf101 import parse_clip_name, read_class_index, read_split_list
 
