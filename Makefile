@@ -45,6 +45,7 @@ lock:  ## re-resolve requirements.txt into requirements.lock (UPGRADE=1: newest 
 	@$(BIN)/python -m actionrec.lock check
 
 repro: venv  ## run the pipeline (dvc repro) on the embedded demo dataset, or what params.yaml says
+	@python -m actionrec.folder  # warns of class folders with no videos, which DVC cannot see
 	dvc repro
 
 # After `make repro`, on any machine: data stages identical to the committed dvc.lock, reference
@@ -108,7 +109,7 @@ compare: venv  ## every head x 3 seeds through DVC's queue -> metrics/compare.md
 ucf101: venv  ## download and extract real UCF-101 (6.5 GB) into data/UCF-101, dvc add it
 	@$(call apt_best_effort,unar,unar) || true
 	@command -v unar >/dev/null || echo "note: install unar to extract UCF101.rar (macOS: brew install unar)"
-	python -m actionrec.download --dest data
+	python -m actionrec.download --dest data $(if $(RAR),--rar $(RAR))
 	dvc add data/UCF-101
 
 # the per-video feature store (stages/features.py): only ever reused for identical inputs, but it grows
