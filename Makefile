@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # the resolver behind `make lock` (only `make lock` installs it)
 UV_VERSION := 0.13.8
 
-.PHONY: help venv lock repro verify test test-tools report review plots push bench compare ucf101 clean
+.PHONY: help venv lock repro verify test test-fast test-tools report review plots push bench compare ucf101 clean
 .DEFAULT_GOAL := help
 
 help:  ## list every target with what it does (this list)
@@ -55,6 +55,11 @@ verify: venv  ## after make repro: how close this machine came to the commit (ex
 
 test: venv test-tools  ## the test suite (pytest), after installing what the tests need
 	python -m pytest -q tests
+
+# The tests marked `pipeline` (pyproject.toml) run DVC, or a stage with its real backbone; they
+# share one pipeline run per session (tests/conftest.py). The rest takes about a minute.
+test-fast: venv  ## the quick tests: all but those that run DVC or whole stages (pytest -m "not pipeline")
+	python -m pytest -q -m "not pipeline" tests
 
 # Tools that only tests need, best-effort (root on Debian/Ubuntu), never by `make venv`:
 # chromium for the offline plots test, unar for the UCF-101 extraction test, FFmpeg's shared

@@ -1,11 +1,15 @@
-"""Shared fixtures: tiny generated videos and the real sample clips in tests/data/."""
+"""Shared fixtures: tiny generated videos, the real sample clips in tests/data/, and ONE run
+of the pipeline on tiny params per pytest session (`pipeline`, `repo`), which every test of a
+DVC pipeline shares. Those tests carry the marker `pipeline`: `make test-fast` leaves them out."""
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import pytest
@@ -19,6 +23,17 @@ REAL_CLIPS = ("v_ApplyEyeMakeup_g01_c01.avi", "kinetics_arm_wrestling.mp4", "sho
 # What `dvc exp run` applies to the workspace: tests read these as committed, so that `make
 # test` passes whatever experiment the workspace holds.
 EXPERIMENT_RESULTS = ("params.yaml", "dvc.lock", "metrics/", "plots/")
+
+
+# The demo pipeline on tiny params: every stage in seconds
+TINY = {
+    "synthesize": {"num_classes": 3, "groups_per_class": 3, "clips_per_group": 2, "min_seconds": 0.6,
+                   "max_seconds": 1.0, "fps": 10, "width": 64, "height": 48},
+    "subset": {"num_classes": 3},
+    "features": {"num_frames": 4, "resize": 64, "crop": 56},
+    "runtime": {"batch_frames": 16, "compile": False},
+    "train": {"hidden_size": 8, "max_epochs": 4, "patience": 2},
+}
 
 
 def stage_argv(stage: str) -> list[str]:
@@ -154,3 +169,129 @@ def vfr_video(path: Path, frames: int = 24) -> Path:
         time += 20 if i % 2 else 70
     return encode_video(path, [np.full((48, 64, 3), 10 * i, np.uint8) for i in range(frames)],
                         fps=30, pts=pts, time_base="1/1000")
+
+
+# ---------------------------------------------------------------- repositories under real DVC
+
+
+def tool_env() -> dict:
+    """The venv's dvc and python first; a git identity, which `dvc exp` commits need."""
+    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                for what, value in (("NAME", "test"), ("EMAIL", "test@localhost"))}
+    return dict(os.environ, **identity,
+                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def run(args: list[str], cwd: Path) -> str:
+    result = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def git(repo: Path, *args: str) -> str:
+    return run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args], repo)
+
+
+def copy_repo(dest: Path, params: dict | None = None, source: Path = ROOT) -> Path:
+    """A git repository at dest with source's files (no data/ or models/, which are outputs;
+    params, dvc.lock, metrics and plots as committed, not an experiment applied to the
+    workspace) and the params sections updated by `params`, committed on main."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=source,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    for rel in filter(None, files):
+        if not (source / rel).is_file() or rel.startswith(("data/", "models/")):
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.startswith(EXPERIMENT_RESULTS):
+            content = committed(rel, source)
+            if content is not None:
+                (dest / rel).write_bytes(content)
+        else:
+            shutil.copy2(source / rel, dest / rel)
+    if params:
+        current = yaml.safe_load((dest / "params.yaml").read_text())
+        for section, values in params.items():
+            current[section].update(values)
+        (dest / "params.yaml").write_text(yaml.safe_dump(current, sort_keys=False))
+    run(["git", "init", "-q", "-b", "main"], dest)
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "copy")
+    return dest
+
+
+def stages_run(out: str) -> set[str]:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
+
+
+def saved_runs(repo: Path) -> dict[str, int]:
+    """Run-cache entries per stage key (.dvc/cache/runs/<xx>/<stage key>/<run>)."""
+    runs = repo / ".dvc/cache/runs"
+    return {key.name: len(list(key.iterdir())) for key in runs.glob("*/*")} if runs.exists() else {}
+
+
+def back_to_head(repo: Path) -> None:
+    """The committed params, lock file and outputs again (after `dvc exp run` applied one)."""
+    git(repo, "checkout", "--", ".")
+    run(["dvc", "checkout"], repo)
+
+
+class Pipeline(NamedTuple):
+    path: Path  # the repository
+    commit: str  # the commit of the reproduced results, on main
+    repro_output: str  # what its first `dvc repro` printed
+    saved_runs: dict[str, int]  # the run-cache right after it
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Pipeline:
+    """ONE git + DVC copy of this repository with TINY params, `dvc repro`ed and the results
+    committed: every test of the pipeline shares it (through `repo`, or a clone: `clone_of`)."""
+    path = copy_repo(tmp_path_factory.mktemp("pipeline"), TINY)
+    out = run(["dvc", "repro"], path)
+    runs = saved_runs(path)
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "dvc repro")
+    return Pipeline(path, git(path, "rev-parse", "HEAD").strip(), out, runs)
+
+
+def reset(pipeline: Pipeline) -> None:
+    """The shared repository as the fixture left it: on main at its commit, no other branch, no
+    file changed or added, outputs checked out. What a test added to the DVC cache, run-cache,
+    feature store or experiment refs stays: it only saves later tests work."""
+    repo = pipeline.path
+    status = git(repo, "status", "--porcelain", "--branch").splitlines()
+    branches = git(repo, "branch", "--format=%(refname:short)").split()
+    if status == ["## main"] and branches == ["main"] and git(repo, "rev-parse", "HEAD").strip() == pipeline.commit:
+        return  # a test that changes outputs git does not see puts them back itself
+    git(repo, "checkout", "-qf", "main")
+    git(repo, "reset", "-q", "--hard", pipeline.commit)
+    git(repo, "clean", "-qfd")
+    for branch in set(branches) - {"main"}:
+        git(repo, "branch", "-qD", branch)
+    run(["dvc", "checkout", "--force"], repo)
+
+
+@pytest.fixture
+def repo(pipeline) -> Iterator[Path]:
+    """The shared pipeline repository at its commit with its outputs. A test may run
+    experiments, change files, commit, branch: the repository is put back afterwards."""
+    yield pipeline.path
+    reset(pipeline)
+
+
+def clone_of(pipeline: Pipeline, dest: Path, checkout: bool = True) -> Path:
+    """A git clone of the shared repository on its DVC cache (no copy of the data), with the
+    outputs checked out (checkout=False: none, every stage out of date): a repository of its
+    own for a test, in a second, instead of another `dvc repro`."""
+    run(["git", "clone", "-q", str(pipeline.path), str(dest)], dest.parent)
+    run(["dvc", "cache", "dir", "--local", str(pipeline.path / ".dvc/cache")], dest)
+    if checkout:
+        run(["dvc", "checkout"], dest)
+    return dest
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that uses the shared pipeline is a `pipeline` test (make test-fast skips them)."""
+    for item in items:
+        if "pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.pipeline)

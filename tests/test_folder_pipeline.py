@@ -11,10 +11,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
-from tests.conftest import stage_argv, tiny_video
-from tests.test_pipeline import copy_repo, git, run, tool_env
+from tests.conftest import copy_repo, git, run, stage_argv, tiny_video, tool_env
+
+pytestmark = pytest.mark.pipeline
 
 TINY = {
     # random weights on real-looking videos: refused unless asked for, and asked for here (speed)

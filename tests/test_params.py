@@ -208,16 +208,15 @@ def test_backbones_with_auto_preprocessing_are_accepted(tmp_path, backbone):
     assert (features["resize"], features["crop"], features["interpolation"]) == ("auto", "auto", "auto")
 
 
-# The validate stage under real DVC, in a tiny copy of the repository where only it has run.
-from test_pipeline import TINY, copy_repo, git, run, stages_run, tool_env  # noqa: E402
+# The validate stage under real DVC, in a clone of the session's tiny repository (conftest.pipeline)
+# without its outputs: every stage is out of date, and only validate has run.
+from tests.conftest import clone_of, git, run, stages_run, tool_env  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def dvc_repo(tmp_path_factory) -> Path:
-    repo = copy_repo(tmp_path_factory.mktemp("repo"), TINY)
+def dvc_repo(pipeline, tmp_path_factory) -> Path:
+    repo = clone_of(pipeline, tmp_path_factory.mktemp("validate") / "repo", checkout=False)
     run(["dvc", "repro", "validate"], repo)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "validated")
     return repo
 
 

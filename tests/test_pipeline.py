@@ -1,4 +1,5 @@
-"""End to end: the real `dvc repro` and `dvc exp run` on tiny params, in a temp copy of the repo."""
+"""End to end: the real `dvc repro` and `dvc exp run` on tiny params, in the session's one
+reproduced copy of the repository (conftest.pipeline)."""
 from __future__ import annotations
 
 import json
@@ -14,65 +15,10 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import EXPERIMENT_RESULTS, committed, committed_params
+from tests.conftest import (EXPERIMENT_RESULTS, ROOT, back_to_head, committed, committed_params, copy_repo, git,
+                            run, stages_run, tool_env)
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "synthesize": {"num_classes": 3, "groups_per_class": 3, "clips_per_group": 2, "min_seconds": 0.6,
-                   "max_seconds": 1.0, "fps": 10, "width": 64, "height": 48},
-    "subset": {"num_classes": 3},
-    "features": {"num_frames": 4, "resize": 64, "crop": 56},
-    "runtime": {"batch_frames": 16, "compile": False},
-    "train": {"hidden_size": 8, "max_epochs": 4, "patience": 2},
-}
-
-
-def tool_env() -> dict:
-    """The venv's dvc and python first; a git identity, which `dvc exp` commits need."""
-    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
-                for what, value in (("NAME", "test"), ("EMAIL", "test@localhost"))}
-    return dict(os.environ, **identity,
-                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-
-
-def run(args: list[str], cwd: Path) -> str:
-    env = tool_env()
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
-def copy_repo(dest: Path, params: dict | None = None, source: Path = ROOT) -> Path:
-    """A git repository at dest with source's files (no data/ or models/, which are outputs;
-    params, dvc.lock, metrics and plots as committed, not an experiment applied to the
-    workspace) and the params sections updated by `params`, committed on main."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=source,
-                           capture_output=True, text=True, check=True).stdout.split("\n")
-    for rel in filter(None, files):
-        if not (source / rel).is_file() or rel.startswith(("data/", "models/")):
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        if rel.startswith(EXPERIMENT_RESULTS):
-            content = committed(rel, source)
-            if content is not None:
-                (dest / rel).write_bytes(content)
-        else:
-            shutil.copy2(source / rel, dest / rel)
-    if params:
-        current = yaml.safe_load((dest / "params.yaml").read_text())
-        for section, values in params.items():
-            current[section].update(values)
-        (dest / "params.yaml").write_text(yaml.safe_dump(current, sort_keys=False))
-    run(["git", "init", "-q", "-b", "main"], dest)
-    git(dest, "add", "-A")
-    git(dest, "commit", "-qm", "copy")
-    return dest
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A git + DVC copy of this repository's tracked files, with tiny params."""
-    return copy_repo(tmp_path_factory.mktemp("repo"), TINY)
+pytestmark = pytest.mark.pipeline
 
 
 def read_metrics(repo: Path) -> dict:
@@ -80,25 +26,11 @@ def read_metrics(repo: Path) -> dict:
             for name in ("split.json", "features.json", "train.json", "evaluate.json")}
 
 
-def git(repo: Path, *args: str) -> str:
-    return run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args], repo)
-
-
-def saved_runs(repo: Path) -> dict[str, int]:
-    """Run-cache entries per stage key (.dvc/cache/runs/<xx>/<stage key>/<run>)."""
-    runs = repo / ".dvc/cache/runs"
-    return {key.name: len(list(key.iterdir())) for key in runs.glob("*/*")} if runs.exists() else {}
-
-
-def stages_run(out: str) -> set[str]:
-    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
-
-
-def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(repo):
-    out = run(["dvc", "repro"], repo)
+def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(pipeline, repo):
+    out = pipeline.repro_output  # the session's one `dvc repro` from nothing (conftest.pipeline)
     assert stages_run(out) == {"validate", "synthesize", "subset", "split", "features", "train", "evaluate"}
     # every stage but validate, whose only output is an uncached marker: it checks each machine itself
-    assert len(saved_runs(repo)) == 6, "DVC saved no run-cache entry for some stage"
+    assert len(pipeline.saved_runs) == 6, "DVC saved no run-cache entry for some stage"
     assert out.index("Running stage 'validate'") < out.index("Running stage 'synthesize'")
     metadata = pd.read_csv(repo / "data/metadata.csv")
     assert {"video", "label", "class_name", "group", "clip"} <= set(metadata.columns)
@@ -136,18 +68,17 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(repo):
                                                 if k not in ("extracted_videos", "reused_videos")}}, \
         "a forced re-run changed the metrics"
     assert np.array_equal(np.load(repo / "data/features/features.npy"), features)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "repro")
 
 
 def test_only_what_changed_runs_again(repo):
     """train.* re-runs train + evaluate; split.* re-runs split + train + evaluate; speed-only
     keys re-run nothing but validate (as every change does); switching the backbone and back
     restores from the run-cache."""
-    out = run(["dvc", "exp", "run", "-S", "train.lr=0.003"], repo)
+    # a value no other test sets: the run-cache, shared by the session, has no run of it yet
+    out = run(["dvc", "exp", "run", "-S", "train.lr=0.004"], repo)
     assert stages_run(out) == {"validate", "train", "evaluate"} and "Stage 'features' didn't change" in out
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
-    assert "0.003" in shown
+    assert "0.004" in shown
     header = shown.splitlines()[0].split(",")  # one column per param, metric or dependency
     assert len(header) == len(set(header)), sorted({c for c in header if header.count(c) > 1})
 
@@ -171,12 +102,6 @@ def test_only_what_changed_runs_again(repo):
     assert np.array_equal(np.load(repo / "data/features/features.npy"), before)
 
 
-def back_to_head(repo: Path) -> None:
-    """The committed params, lock file and outputs again (after `dvc exp run` applied one)."""
-    git(repo, "checkout", "--", ".")
-    run(["dvc", "checkout"], repo)
-
-
 def features_by_video(repo: Path) -> dict[str, np.ndarray]:
     table = np.load(repo / "data/features/features.npy")
     return dict(zip(pd.read_csv(repo / "data/features/videos.csv")["video"], table))
@@ -186,7 +111,6 @@ def test_only_new_videos_are_extracted_and_the_result_equals_a_fresh_extraction(
     """Features depend on the videos and the feature params, not on labels, groups or the
     split: raising videos_per_class or adding a class decodes only the videos that have no
     features yet, and what comes out equals an extraction from nothing."""
-    back_to_head(repo)  # the committed params (earlier tests applied experiments)
     fresh = features_by_video(repo)  # the first repro's: every video of 3 classes, from nothing
     store = repo / "data/features-store"
     shutil.move(store, repo / "store-aside")  # start with nothing stored
@@ -214,7 +138,6 @@ def test_only_new_videos_are_extracted_and_the_result_equals_a_fresh_extraction(
     finally:
         shutil.rmtree(store, ignore_errors=True)
         shutil.move(repo / "store-aside", store)
-    back_to_head(repo)
 
 
 def test_predict_gives_the_probabilities_evaluate_computes(repo):
@@ -241,7 +164,6 @@ def test_predict_gives_the_probabilities_evaluate_computes(repo):
 def test_a_team_shares_runs_through_a_dvc_remote(repo, tmp_path):
     """Clone A pushes; a fresh clone B pulls the run-cache and runs nothing, and an experiment
     A ran is restored in B from the run-cache, not retrained."""
-    back_to_head(repo)
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
     run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], repo)
     git(repo, "commit", "-qam", "team remote")
@@ -288,7 +210,6 @@ def test_make_verify_says_identical_within_tolerance_or_differs(repo):
     """After `make repro` on the committing machine everything is identical; a commit from
     "another machine" (its reference features slightly off, its metrics one test video off)
     is within tolerance, exit 0; beyond that, or another data hash, differs, exit 1."""
-    back_to_head(repo)
     run([sys.executable, "-m", "actionrec.verify", "--write-reference"], repo)
     git(repo, "add", "reference/features.npz")
     git(repo, "commit", "-qm", "reference features")
@@ -345,7 +266,6 @@ def test_the_way_back_after_an_experiment_recomputes_nothing_with_another_machin
     made. After `make repro` here and an experiment, the documented way back restores the
     committed params' results from the run-cache: nothing runs, nothing is deleted."""
     assert WAY_BACK in (ROOT / "docs/reproducibility.md").read_text()
-    back_to_head(repo)
     lock = (repo / "dvc.lock").read_text()
     for stage, path in (("features", "data/features"), ("train", "models/model.pt")):
         digest = next(o for o in yaml.safe_load(lock)["stages"][stage]["outs"] if o["path"] == path)["md5"]
@@ -377,14 +297,13 @@ def test_the_way_back_after_an_experiment_recomputes_nothing_with_another_machin
 def test_tests_read_the_committed_params_and_results_not_an_applied_experiment(repo, tmp_path):
     """`dvc exp run` applies params, dvc.lock, metrics and plots to the workspace; a repository
     copy for a test takes them as committed, so `make test` passes whatever is applied."""
-    back_to_head(repo)
-    run(["dvc", "exp", "run", "-S", "train.lr=0.0001"], repo)
-    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.0001
+    # the way back's experiment (above): restored from the session's run-cache, not trained again
+    run(["dvc", "exp", "run", "-S", "train.lr=0.002"], repo)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.002
     copy = copy_repo(tmp_path / "copy", source=repo)
     assert (repo / "params.yaml").read_bytes() != committed("params.yaml", repo)
     for rel in ("params.yaml", "dvc.lock", "metrics/evaluate.json", "plots/confusion_test.csv"):
         assert (copy / rel).read_bytes() == committed(rel, repo), rel
-    back_to_head(repo)
 
 
 @pytest.mark.parametrize("head", ["lstm", "gru", "transformer", "mean"])
@@ -427,7 +346,7 @@ def test_compare_restarts_a_lost_queue_worker(repo, monkeypatch):
     monkeypatch.chdir(repo)
     for key, value in tool_env().items():
         monkeypatch.setenv(key, value)
-    names = compare.queue_experiments("mean", [5], [])
+    names = compare.queue_experiments("mean", [1], [])  # a run the test above made: restored, not trained
     statuses, workers = compare.parse_queue_status(compare.dvc("queue", "status"))
     assert statuses[names[0]] == "Queued" and workers == 0
     messages = []

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image, ImageStat
 
 from actionrec.report import plot_specs
-from test_pipeline import ROOT, copy_repo, repo, run, tool_env  # noqa: F401  (repo: a tiny-params git copy)
+from tests.conftest import ROOT, copy_repo, run, tool_env
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
 MAKE = ["make", "-o", ".venv/.installed"]  # the copy uses this venv (first on PATH), never builds one
@@ -37,7 +37,7 @@ def table_row(markdown: str, key: str) -> list[str]:
 
 def test_report_shows_both_revisions_params_metrics_and_plots(repo, monkeypatch):
     run(["dvc", "repro"], repo)
-    run(GIT + ["commit", "-qam", "repro"], repo)
+    run(GIT + ["commit", "-qam", "repro", "--allow-empty"], repo)
     base_accuracy = json.loads((repo / "metrics/evaluate.json").read_text())["test_accuracy"]
     run(["git", "checkout", "-qb", "pr"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -181,7 +181,7 @@ def test_an_unchanged_pull_request_shows_no_metric_change_when_base_metrics_came
     run(["dvc", "repro"], repo)
     run(GIT + ["commit", "-qam", "repro", "--allow-empty"], repo)
     lock = (repo / "dvc.lock").read_text()
-    for stage, path in (("features", "data/features"), ("train", "models/lstm.pt")):
+    for stage, path in (("features", "data/features"), ("train", "models/model.pt")):
         digest = next(o for o in yaml.safe_load(lock)["stages"][stage]["outs"] if o["path"] == path)["md5"]
         lock = lock.replace(digest, ("e" * 32) + (".dir" if digest.endswith(".dir") else ""))
     for name, key, delta in (("evaluate.json", "test_accuracy", -0.1), ("train.json", "best_val_loss", 0.01)):
