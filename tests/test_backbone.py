@@ -56,6 +56,7 @@ def test_resize_crop_keeps_uint8_and_centre():
     assert out[:, :, 112, 112].min() == 255 and out[:, :, 0, 0].max() == 0
 
 
+@pytest.mark.pipeline
 def test_bf16_and_compiled_features_agree_with_fp32_on_real_clips(real_clips):
     """Agreement measured so that unrelated frames would fail: the relative L2 error of the
     fast paths must be far below the relative distance between frames of different clips
@@ -189,6 +190,7 @@ def test_named_weights_offline_say_where_to_put_the_file(tmp_path, monkeypatch):
     assert f"{tmp_path}/hub/checkpoints/" in message and "TORCH_HOME" in message and "weights/" in message
 
 
+@pytest.mark.pipeline
 def test_named_weights_offline_are_one_line_from_the_features_stage_and_predict(tmp_path):
     env = {**os.environ, **OFFLINE, "TORCH_HOME": str(tmp_path / "torch"), "PYTHONPATH": str(ROOT)}
     tiny_video(tmp_path / "videos/A/v_A_g01_c01.avi", frames=4)

@@ -67,7 +67,8 @@ def test_json_output(real_clips, model_file):
 @pytest.mark.parametrize("case", ["missing video", "not a video", "text file", "JPEG", "GIF", "one-frame video",
                                   "directory", "no model", "no GPU", "unknown decoder", "window 0",
                                   "stride alone", "csv for one video"])
-def test_user_errors_are_one_line_exit_2(tmp_path, model_file, case):
+def test_user_errors_are_one_line_exit_2(tmp_path, model_file, cli, case):
+    """In-process (predict.py's main()), but one case as its own process: the whole stderr."""
     video, model, args = tiny_video(tmp_path / "ok.avi", frames=8), model_file, []
     if case in ("unknown decoder", "window 0", "stride alone", "csv for one video"):
         args = {"unknown decoder": ["--decoder", "ffmpeg"], "window 0": ["--window", "0"],
@@ -100,12 +101,16 @@ def test_user_errors_are_one_line_exit_2(tmp_path, model_file, case):
         args = ["--device", "cuda"]
     else:
         model = tmp_path / "missing.pt"
-    result = predict(video, "--model", model, *args)
-    assert result.returncode == 2 and result.stdout == ""
-    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
-    assert "Traceback" not in result.stderr
+    if case == "not a video":
+        result = predict(video, "--model", model, *args)
+        code, out, err = result.returncode, result.stdout, result.stderr
+    else:
+        code, out, err = cli(video, "--model", model, *args)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert "Traceback" not in err
     if case == "directory":
-        assert "is a directory; use --csv" in result.stderr
+        assert "is a directory; use --csv" in err
 
 
 def test_a_replaced_weights_file_is_refused(tmp_path, model_file):
