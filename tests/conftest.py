@@ -268,7 +268,7 @@ def reset(pipeline: Pipeline) -> None:
     git(repo, "clean", "-qfd")
     for branch in set(branches) - {"main"}:
         git(repo, "branch", "-qD", branch)
-    run(["dvc", "checkout", "--force"], repo)
+    run(["dvc", "checkout"], repo)
 
 
 @pytest.fixture
