@@ -57,7 +57,7 @@ test: venv test-tools  ## the test suite (pytest), after installing what the tes
 	python -m pytest -q tests
 
 # The tests marked `pipeline` (pyproject.toml) run DVC, a whole stage or torch.compile; those of DVC
-# share one pipeline run per session (tests/conftest.py). The rest takes about a minute.
+# share one pipeline run per session (tests/conftest.py). test-fast runs the rest.
 test-fast: venv  ## the quick tests: all but those that run DVC or whole stages (pytest -m "not pipeline")
 	python -m pytest -q -m "not pipeline" tests
 
