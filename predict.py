@@ -147,24 +147,15 @@ def predict_clip(predictor: Predictor, video: str, top_k: int, start: float | No
     return result
 
 
-def check_frames_out(folder: str | None) -> Path | None:
-    """A new or empty folder, so that no frames of an earlier run are mixed in."""
-    path = None if folder is None else Path(folder)
-    if path is not None and path.exists() and (not path.is_dir() or any(path.iterdir())):
-        fail(f"--frames-out {folder} exists and is not an empty folder: give a new or empty one")
-    return path
-
-
 # Each predict_* returns what --json prints (its "warnings" go to stderr in text mode) and the text lines.
 
 def predict_video(args: argparse.Namespace) -> tuple[dict, list[str]]:
-    frames_out = check_frames_out(args.frames_out)
     predictor = load_predictor(args.model, args.device, args.decoder)
-    result = predict_clip(predictor, args.path, args.top_k, frames_out=frames_out)
+    result = predict_clip(predictor, args.path, args.top_k, frames_out=args.frames_out)
     warnings = [f"{args.path}: {result['warning']}"] if result["warning"] else []
     out = {"video": args.path, **{k: result[k] for k in ("label", "confidence", "top_k", "decoder")},
            "warnings": warnings + model_warnings(predictor.meta)}
-    if frames_out is not None:
+    if args.frames_out is not None:
         out["frames"] = result["frames"]
     ranked = [f"  {rank}. {item['label']:<24} {100 * item['confidence']:6.2f}%"
               for rank, item in enumerate(result["top_k"], 1)]
@@ -193,8 +184,6 @@ def predict_windows(args: argparse.Namespace) -> tuple[dict, list[str]]:
     cannot be decoded (past the damage in a cut file) gets an error in place of its label."""
     from actionrec.video import probe
 
-    stride = args.stride or args.window
-    frames_out = check_frames_out(args.frames_out)
     predictor = load_predictor(args.model, args.device, args.decoder)
     info = probe(args.path)  # a duration only where the frame rate is known
     if not info["duration"]:
@@ -204,8 +193,8 @@ def predict_windows(args: argparse.Namespace) -> tuple[dict, list[str]]:
     if args.window >= duration - frame_time:
         notes.append(f"{args.path} is {duration:.2f} s long, not longer than --window {args.window:g}: "
                      "one window over the whole video")
-    for n, (start, end) in enumerate(window_bounds(duration, args.window, stride, frame_time)):
-        folder = frames_out / f"w{n:03d}_{start:.2f}-{end:.2f}s" if frames_out else None
+    for n, (start, end) in enumerate(window_bounds(duration, args.window, args.stride, frame_time)):
+        folder = args.frames_out / f"w{n:03d}_{start:.2f}-{end:.2f}s" if args.frames_out else None
         try:
             result = predict_clip(predictor, args.path, args.top_k, start, end, folder)
         except VideoError as error:
@@ -218,13 +207,13 @@ def predict_windows(args: argparse.Namespace) -> tuple[dict, list[str]]:
         timeline.append({"start": start, "end": end, **result})
     if not decoders:
         raise VideoError(timeline[0]["error"])
-    lines = [f"{args.path}: {duration:.2f} s, windows of {args.window:g} s every {stride:g} s"]
+    lines = [f"{args.path}: {duration:.2f} s, windows of {args.window:g} s every {args.stride:g} s"]
     for item in timeline:
         span = f"{item['start']:.2f}-{item['end']:.2f} s"
         said = (f"{item['label']:<24} {100 * item['confidence']:6.2f}%" if "label" in item
                 else f"error: {item['error']}")
         lines.append(f"  {span:>15}  {said}")
-    out = {"video": args.path, "duration": duration, "window": args.window, "stride": stride,
+    out = {"video": args.path, "duration": duration, "window": args.window, "stride": args.stride,
            "decoder": decoders[0], "timeline": timeline, "warnings": notes + model_warnings(predictor.meta)}
     return out, lines
 
@@ -297,6 +286,7 @@ def parse_args() -> argparse.Namespace:
         fail("--window must be more than 0 seconds")
     if args.stride is not None and (args.window is None or not args.stride > 0):
         fail("--stride needs --window and must be more than 0 seconds")
+    args.stride = args.stride or args.window
     path = Path(args.path)
     if path.is_dir():
         if args.csv is None:
@@ -307,6 +297,10 @@ def parse_args() -> argparse.Namespace:
         fail(f"--csv classifies a folder, and {args.path} is not one: for one video use --json")
     elif not path.exists():
         fail(f"no such video: {args.path}")
+    frames_out = Path(args.frames_out) if args.frames_out is not None else None
+    if frames_out and frames_out.exists() and (not frames_out.is_dir() or any(frames_out.iterdir())):
+        fail(f"--frames-out {args.frames_out} exists and is not an empty folder: give a new or empty one")
+    args.frames_out = frames_out  # new or empty, so that no frames of an earlier run are mixed in
     return args
 
 

@@ -57,7 +57,6 @@ NOT_VIDEO_CODECS = {"ansi", "bintext", "xbin", "idf", "text", "subrip", "ass"}
 class Scan(NamedTuple):
     """One demux pass over the video stream (no decoding beyond the first frame)."""
     stream_index: int
-    format: str
     codec: str
     width: int                   # upright (after rotation)
     height: int
@@ -157,7 +156,7 @@ def scan(path: str | os.PathLike) -> Scan:
         width, height = height, width
     times, keyframes, seek_points = _presentation(pts, dts, key, time_base, fps)
     reordered = any(a is not None and b is not None and b < a for a, b in zip(pts, pts[1:]))
-    return Scan(index, kind, codec, width, height, fps, rotation, declared, times,
+    return Scan(index, codec, width, height, fps, rotation, declared, times,
                 keyframes, seek_points, "; ".join(damage), reordered)
 
 
