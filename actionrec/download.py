@@ -52,12 +52,11 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
                 total = int(response.headers["Content-Range"].rsplit("/", 1)[1])
             else:
                 have, total = 0, int(response.headers.get("Content-Length", 0)) or None
-            with open(part, "ab" if have else "wb") as out, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, desc=dest.name) as bar:
+            with open(part, "ab" if have else "wb") as out, tqdm.wrapattr(
+                    out, "write", total=total, initial=have, bytes=False, unit="B", unit_scale=True,
+                    desc=dest.name) as counted:
                 try:
-                    for block in iter(lambda: response.read(1 << 20), b""):
-                        out.write(block)
-                        bar.update(len(block))
+                    shutil.copyfileobj(response, counted, 1 << 20)
                 except (OSError, TimeoutError) as error:
                     raise UserError(f"download of {dest.name} broke off ({error}): run again to "
                                     "resume") from None

@@ -484,8 +484,7 @@ def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
 
 def sample_frames(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
                   ) -> tuple[np.ndarray, list[int]]:
-    clip = sample_clip(path, num_frames, decoder)
-    return clip.frames, clip.indices
+    return sample_clip(path, num_frames, decoder)[:2]  # frames, indices
 
 
 def read_frames(path: str | os.PathLike, num_frames: int, decoder: str = "auto") -> np.ndarray:
