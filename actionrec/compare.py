@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import dvc.api
+from dvc.exceptions import DvcException
 
 from actionrec.params import TRAIN_HEADS as HEADS, UserError, run_stage
 from actionrec.report import HEADLINE, command
@@ -71,9 +72,13 @@ def wait_for_queue(names: list[str], jobs: int, timeout: float, poll: float = 10
     """Poll until every named experiment has finished; start a worker again when queued
     experiments have none. Returns {name: Success | Failed | Lost}."""
     deadline = time.monotonic() + timeout
-    restarts, workerless, lost, last = 0, 0, set(), None
-    while True:
-        rows, alive = experiments(), workers()
+    restarts, workerless, lost, gone, last = 0, 0, set(), set(), None
+    while time.monotonic() < deadline:
+        try:
+            rows, alive = experiments(), workers()
+        except DvcException:  # read while a run's temp dir came or went (a race in DVC): next poll
+            time.sleep(poll)
+            continue
         mine = {name: "Lost" if name in lost else rows.get(name, {}).get("State", "Missing") for name in names}
         report = ", ".join(f"{sum(v == s for v in mine.values())} {s.lower()}" for s in sorted(set(mine.values())))
         if report != last:
@@ -81,9 +86,9 @@ def wait_for_queue(names: list[str], jobs: int, timeout: float, poll: float = 10
             last = report
         if all(state in FINISHED for state in mine.values()):
             return mine
-        if "Missing" in mine.values():
-            raise UserError(f"experiment(s) {', '.join(n for n, s in mine.items() if s == 'Missing')} left "
-                            "the queue unfinished (removed with 'dvc queue remove'?); see 'dvc queue status'")
+        if gone & (gone := {name for name, state in mine.items() if state == "Missing"}):  # twice in a row
+            raise UserError(f"experiment(s) {', '.join(sorted(gone))} left the queue unfinished (removed "
+                            "with 'dvc queue remove'?); see 'dvc queue status'")
         running = [name for name, state in mine.items() if state == "Running"]
         workerless = workerless + 1 if alive == 0 else 0
         # a few polls in a row: a worker that is just starting or just exiting is not lost
@@ -100,10 +105,9 @@ def wait_for_queue(names: list[str], jobs: int, timeout: float, poll: float = 10
                 "'Unrecoverable error: JSONDecodeError'): starting one again")
             command("dvc", "queue", "start", "-j", str(jobs), timeout=120)
             workerless = 0
-        if time.monotonic() > deadline:
-            raise UserError(f"the queue did not finish within {timeout:.0f} s ({report}); it goes on in the "
-                            "background: watch 'dvc queue status', then run this again with --collect")
         time.sleep(poll)
+    raise UserError(f"the queue did not finish within {timeout:.0f} s ({last}); it goes on in the "
+                    "background: watch 'dvc queue status', then run this again with --collect")
 
 
 def markdown_table(rows: list[dict], heads: list[str]) -> str:

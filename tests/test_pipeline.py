@@ -362,7 +362,7 @@ def test_make_verify_says_identical_within_tolerance_or_differs(repo):
         (repo / "metrics/evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")
         lock = (repo / "dvc.lock").read_text()
         digest = yaml.safe_load(lock)["stages"]["subset"]["outs"][0]["md5"]
-        (repo / "dvc.lock").write_text(lock.replace(digest, "0" * 32))
+        (repo / "dvc.lock").write_text(lock.replace(digest, "c" * 32))  # not all digits: YAML would read a number
 
     git(repo, "branch", "-qD", "other")
     other_machine(three_videos_and_other_data)
@@ -477,11 +477,16 @@ def test_compare_runs_heads_x_seeds_through_the_dvc_queue(repo):
 def test_compare_restarts_a_lost_queue_worker(repo, monkeypatch):
     """Queued experiments with no worker (what a worker lost to the kombu JSONDecodeError race
     leaves): the wait starts a worker again and sees them through."""
+    import time
+
     from actionrec import compare
 
     monkeypatch.chdir(repo)
     for key, value in tool_env().items():
         monkeypatch.setenv(key, value)
+    deadline = time.monotonic() + 120
+    while compare.workers() and time.monotonic() < deadline:  # an earlier sweep's worker exits once idle
+        time.sleep(2)
     names = compare.queue_experiments("mean", [5], [])
     assert compare.experiments()[names[0]]["State"] == "Queued" and compare.workers() == 0
     messages = []
