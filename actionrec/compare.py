@@ -25,7 +25,8 @@ from pathlib import Path
 import dvc.api
 from dvc.exceptions import DvcException
 
-from actionrec.params import TRAIN_HEADS as HEADS, UserError, run_stage
+from actionrec.errors import UserError, run_stage
+from actionrec.params import HEADS
 from actionrec.report import HEADLINE, command
 
 FINISHED = ("Success", "Failed", "Lost")

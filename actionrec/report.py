@@ -22,7 +22,7 @@ import dvc.api
 import pandas as pd
 from dvc.exceptions import DvcException
 
-from actionrec.params import UserError, run_stage
+from actionrec.errors import UserError, run_stage
 
 # The numbers a reviewer looks for first (metrics/evaluate.json), in this order; make verify
 # holds each to what one test video can change (one_video).

@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from actionrec.params import UserError, load_params, run_stage
+from actionrec.errors import UserError, run_stage
+from actionrec.params import load_params
+from actionrec.pipeline import paths
 from actionrec.report import HEADLINE, changed, command, flatten, git_show, one_video, results
 
 DATA_STAGES = ("synthesize", "subset", "split")
@@ -102,7 +104,8 @@ def reference_videos(video_list: pd.Series, count: int = REFERENCE_CLIPS) -> lis
     return list(video_list.iloc[::step][:count])
 
 
-def extract_clips(paths: list[str], features_cfg: dict, compiled: bool = False) -> tuple[np.ndarray, str]:
+def extract_clips(videos: list[str], features_cfg: dict, runtime_cfg: dict, compiled: bool = False,
+                  ) -> tuple[np.ndarray, str]:
     """float32 [K, T, D] features of the clips through the features stage's own code path
     (decoding, preprocessing, backbone), one clip a batch, eager unless compiled; and the
     precision used."""
@@ -110,13 +113,13 @@ def extract_clips(paths: list[str], features_cfg: dict, compiled: bool = False) 
     from actionrec.device import resolve_runtime
     from actionrec.extract import iter_features
 
-    cfg, device = resolve_runtime({**features_cfg, "compile": compiled, "num_workers": 0,
-                                   "batch_frames": features_cfg["num_frames"]})
+    cfg, device = resolve_runtime(features_cfg, {**runtime_cfg, "compile": compiled, "num_workers": 0,
+                                                 "batch_frames": features_cfg["num_frames"]})
     model = inference_backbone(cfg, device, cfg["batch_frames"])
-    out = [None] * len(paths)
-    for index, feats, error, *_ in iter_features(model, paths, cfg):
+    out = [None] * len(videos)
+    for index, feats, error, *_ in iter_features(model, videos, cfg):
         if feats is None:
-            raise UserError(f"cannot decode reference clip {paths[index]} ({error}): run 'make repro' first")
+            raise UserError(f"cannot decode reference clip {videos[index]} ({error}): run 'make repro' first")
         out[index] = feats.astype(np.float32)
     return np.stack(out), cfg["precision"]
 
@@ -137,8 +140,8 @@ def write_reference(params: dict) -> Path:
 
     features = reference_params(params["features"])
     root = Path(params["data"]["root"])
-    videos = reference_videos(pd.read_csv("data/video_list.csv", keep_default_na=False)["video"])
-    feats, _ = extract_clips([str(root / v) for v in videos], features)
+    videos = reference_videos(pd.read_csv(paths("features")["video_list"], keep_default_na=False)["video"])
+    feats, _ = extract_clips([str(root / v) for v in videos], features, params["runtime"])
     meta = {"videos": videos, "sha256": [sha256_of(root / v) for v in videos], "params": features,
             "precision": "fp32", "machine": f"{platform.system()} {platform.machine()} {cpu_name()}"}
     REFERENCE.parent.mkdir(exist_ok=True)
@@ -167,13 +170,13 @@ def check_features(params: dict, reference: bytes | None) -> tuple[str, str]:
         return "differs", (f"{REFERENCE} was made with other features params ({meta['params']}): "
                            "write it again with --write-reference")
     root = Path(params["data"]["root"])
-    paths = [root / v for v in meta["videos"]]
-    if [sha256_of(p) if p.is_file() else None for p in paths] != meta["sha256"]:
+    clips = [root / v for v in meta["videos"]]
+    if [sha256_of(p) if p.is_file() else None for p in clips] != meta["sha256"]:
         return "differs", f"the reference clips under {root} are not the committed videos: run 'make repro'"
-    feats, precision = extract_clips([str(p) for p in paths], params["features"])
+    feats, precision = extract_clips([str(p) for p in clips], params["features"], params["runtime"])
     distance = float(relative_l2(feats, saved["features"]).max())
     return verdict(distance, TOLERANCE[precision]), (
-        f"features of {len(paths)} reference clips ({precision} here, fp32 on {meta['machine']}): "
+        f"features of {len(clips)} reference clips ({precision} here, fp32 on {meta['machine']}): "
         f"max relative L2 {distance:.2g} (tolerance {TOLERANCE[precision]:g})")
 
 
@@ -193,18 +196,18 @@ def check_metrics(committed: dict, workspace: dict) -> list[tuple[str, str]]:
 
 
 def check_predictions(committed_csv: bytes) -> tuple[str, str]:
-    """How many test videos get the committed prediction (plots/confusion_test.csv, in order)."""
+    """How many test videos get the committed prediction (evaluate's confusion plot, in order)."""
     theirs = pd.read_csv(io.BytesIO(committed_csv))
-    ours = pd.read_csv("plots/confusion_test.csv")
+    ours = pd.read_csv(paths("evaluate")["confusion"])
     if len(ours) != len(theirs) or list(ours["actual"]) != list(theirs["actual"]):
-        return "differs", "plots/confusion_test.csv: another test set than the commit's"
+        return "differs", f"{paths('evaluate')['confusion']}: another test set than the commit's"
     changes = int((ours["predicted"] != theirs["predicted"]).sum())
     return verdict(changes, 1), f"test predictions: {len(ours) - changes} of {len(ours)} as committed"
 
 
 def verify(rev: str = "HEAD") -> int:
     """Print one line per artifact; the number of artifacts beyond tolerance."""
-    params = load_params("data", "features")
+    params = load_params("data", "features", "runtime")
     if not Path("dvc.lock").is_file() or git_show(rev, "dvc.lock") is None:
         raise UserError(f"nothing to compare: run 'make repro' first, and commit dvc.lock at {rev}")
     stale = sorted(json.loads(command("dvc", "status", "--json") or "{}"))
@@ -218,7 +221,7 @@ def verify(rev: str = "HEAD") -> int:
     lines += check_outputs(rev)
     lines.append(check_features(params, git_show(rev, str(REFERENCE))))
     lines += check_metrics(committed, workspace)
-    lines.append(check_predictions(git_show(rev, "plots/confusion_test.csv")))
+    lines.append(check_predictions(git_show(rev, paths("evaluate")["confusion"])))
     for state, text in lines:
         print(f"{state:<17} {text}")
     beyond = sum(state == "differs" for state, _ in lines)
@@ -235,7 +238,7 @@ def main() -> None:
                         help=f"extract the reference clips here (fp32) into {REFERENCE}")
     args = parser.parse_args()
     if args.write_reference:
-        print(write_reference(load_params("data", "features")))
+        print(write_reference(load_params("data", "features", "runtime")))
     elif verify(args.rev):
         raise SystemExit(1)
 

@@ -182,7 +182,7 @@ def test_an_unchanged_pull_request_shows_no_metric_change_when_base_metrics_came
     run(["dvc", "repro"], repo)
     run(GIT + ["commit", "-qam", "repro", "--allow-empty"], repo)
     lock = (repo / "dvc.lock").read_text()
-    for stage, path in (("features", "data/features"), ("train", "models/lstm.pt")):
+    for stage, path in (("features", "data/features"), ("train", "models/model.pt")):
         digest = next(o for o in yaml.safe_load(lock)["stages"][stage]["outs"] if o["path"] == path)["md5"]
         lock = lock.replace(digest, ("e" * 32) + (".dir" if digest.endswith(".dir") else ""))
     for name, key, delta in (("evaluate.json", "test_accuracy", -0.1), ("train.json", "best_val_loss", 0.01)):
