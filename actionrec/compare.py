@@ -3,19 +3,15 @@
     python -m actionrec.compare [--heads lstm,gru,transformer,mean] [--seeds 0,1,2]
                                 [--jobs 1] [--timeout 1800] [--out metrics/compare.md]
 
-Queues one named `dvc exp run --queue -n NAME -S train.head=H -S train.seed=S` per run, runs
-them with `dvc queue start`, follows their state in `dvc.api.exp_show()` until every one has
-finished, and builds the table from the same rows. The workspace is left as it was: queued
-experiments run in temp dirs.
-
-It cannot hang: a known dvc-task/kombu race can kill the queue worker (`Unrecoverable error:
-JSONDecodeError`), leaving experiments "Queued" with no worker. When queued experiments have no
-worker, it starts one again; a run still "Running" with no worker is given up as lost; the whole
-wait is bounded by --timeout."""
+Queues one `dvc exp run --queue -n NAME -S train.head=H -S train.seed=S` per run, starts `dvc
+queue start`, follows their state in `dvc.api.exp_show()` until all have finished, and builds the
+table from the same rows; queued experiments run in temp dirs, the workspace stays as it was.
+It cannot hang: a dvc-task/kombu race can kill the queue worker (`Unrecoverable error:
+JSONDecodeError`): queued experiments with no worker get one started again, a run "Running" with
+no worker is given up as lost, and the wait is bounded by --timeout."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -27,7 +23,7 @@ from dvc.exceptions import DvcException
 
 from actionrec.errors import UserError, run_stage
 from actionrec.params import HEADS
-from actionrec.report import HEADLINE, command
+from actionrec.report import HEADLINE, command, one_video_note, stale
 
 FINISHED = ("Success", "Failed", "Lost")
 
@@ -35,10 +31,9 @@ FINISHED = ("Success", "Failed", "Lost")
 def check_features_ready() -> None:
     """Every queued experiment re-runs what is out of date: make sure that is only train and
     evaluate, not the slow stages before them."""
-    status = json.loads(command("dvc", "status", "--json", timeout=300) or "{}")
-    stale = sorted({name.split(":")[-1] for name in status} - {"train", "evaluate"})
-    if stale:
-        raise UserError(f"stage(s) {', '.join(stale)} not up to date: run 'make repro' (or 'dvc repro') "
+    before = sorted({name.split(":")[-1] for name in stale()} - {"train", "evaluate"})
+    if before:
+        raise UserError(f"stage(s) {', '.join(before)} not up to date: run 'make repro' (or 'dvc repro') "
                         "first, or every experiment of the sweep redoes them")
 
 
@@ -126,16 +121,15 @@ def markdown_table(rows: list[dict], heads: list[str]) -> str:
                      + " | ".join(cells) + " |")
     videos = {r.get("test_videos") for r in rows} - {None}
     if len(videos) == 1:
-        count = int(videos.pop())
-        lines += ["", f"mean ± sample std over seeds; {count} test videos, so one video = "
-                      f"{100 / count:.1f} points of accuracy."]
+        lines += ["", f"mean ± sample std over seeds; {one_video_note({'test_videos': int(videos.pop())})}"]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heads", default=",".join(HEADS))
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2", type=lambda text: [int(s) for s in text.split(",")],
+                        help="comma-separated integers")
     parser.add_argument("--jobs", type=int, default=1, help="queue workers (dvc queue start -j)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the queue")
     parser.add_argument("--out", default="metrics/compare.md")
@@ -147,15 +141,11 @@ def main() -> None:
     heads = args.heads.split(",")
     if not heads or not set(heads) <= set(HEADS):
         raise UserError(f"--heads must be a comma-separated list of {', '.join(HEADS)}")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        raise UserError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     start = time.monotonic()
     names = args.collect or None
     if args.collect is None:
         check_features_ready()
-        names = [name for head in heads for name in queue_experiments(head, seeds, args.set)]
+        names = [name for head in heads for name in queue_experiments(head, args.seeds, args.set)]
         print(f"queued {len(names)} experiments: {', '.join(names)}")
         command("dvc", "queue", "start", "-j", str(args.jobs), timeout=120)
         final = wait_for_queue(names, args.jobs, args.timeout)

@@ -1,12 +1,12 @@
 """PR review without a network: params, metrics and plots of the workspace against a revision.
 
     python -m actionrec.report report --base main   # report/report.md + one PNG a plot
+    python -m actionrec.report review --base main   # the same, against main reproduced here
     python -m actionrec.report plots [--base REV]   # report/plots.html, self-contained
 
-Params and metrics come from DVC's Python API (dvc.api.params_show, metrics_show). The plots are
-DVC's own Vega-Lite specs (`dvc plots diff --json`, from the plots that dvc.yaml's stages
-declare), rendered by vl-convert, which bundles Vega: no second plotting code and no fetch from
-a CDN, unlike the page `dvc plots show` writes.
+Params and metrics come from DVC's Python API (dvc.api.params_show, metrics_show); the plots are
+DVC's own Vega-Lite specs (`dvc plots diff --json`), rendered by vl-convert, which bundles Vega:
+no plotting code here, and no fetch from a CDN (which the page `dvc plots show` writes needs).
 """
 from __future__ import annotations
 
@@ -23,14 +23,13 @@ import pandas as pd
 from dvc.exceptions import DvcException
 
 from actionrec.errors import UserError, run_stage
+from actionrec.pipeline import paths
 
-# The numbers a reviewer looks for first (metrics/evaluate.json), in this order; make verify
-# holds each to what one test video can change (one_video).
+# The numbers a reviewer looks for first, in this order; make verify holds each to one_video.
 HEADLINE = {"test_accuracy": "test accuracy", "test_macro_f1": "test macro-F1",
             "baseline_test_accuracy": "order-blind baseline accuracy",
             "baseline_test_macro_f1": "order-blind baseline macro-F1",
             "temporal_gain_test_accuracy": "temporal gain (accuracy over the baseline)"}
-PER_CLASS_PLOT = "plots/per_class_test.csv"
 
 
 def one_video(key: str, videos: int, classes: int) -> float:
@@ -40,9 +39,8 @@ def one_video(key: str, videos: int, classes: int) -> float:
 
 
 def command(*args: str, cwd: Path | None = None, timeout: float | None = None) -> str:
-    """Stdout of a command (dvc, git); when it fails, a UserError with its last error line.
-    Output goes through temp files, not pipes: `dvc queue start` leaves a daemon behind that
-    inherits them, and a pipe would wait for that daemon to exit."""
+    """Stdout of a command (dvc, git); when it fails, a UserError with its last error line. Temp
+    files, not pipes: `dvc queue start` leaves a daemon holding them, which a pipe would wait for."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         try:
             code = subprocess.run(args, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -55,6 +53,11 @@ def command(*args: str, cwd: Path | None = None, timeout: float | None = None) -
         lines = [line for line in (stderr or stdout).splitlines() if line.strip()] or ["no output"]
         raise UserError(f"`{' '.join(args)}` failed: {lines[-1]}")
     return stdout
+
+
+def stale() -> list[str]:
+    """The stages that `dvc status` finds out of date."""
+    return sorted(json.loads(command("dvc", "status", "--json", timeout=300) or "{}"))
 
 
 def git_show(rev: str, path: str) -> bytes | None:
@@ -74,6 +77,11 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 def changed(old: dict, new: dict) -> list[str]:
     """The keys whose values differ between two flat dicts (either may lack a key)."""
     return [key for key in {**old, **new} if old.get(key) != new.get(key)]
+
+
+def moves(old: dict, new: dict) -> str:
+    """"key old -> new" for each key whose value differs."""
+    return ", ".join(f"{key} {old.get(key)} -> {new.get(key)}" for key in changed(old, new))
 
 
 def results(rev: str | None) -> tuple[dict, dict]:
@@ -111,7 +119,7 @@ def one_video_note(metrics: dict) -> str:
 def per_class_note() -> str | None:
     """Why the per-class chart is not drawn, when every class has only 1-2 test videos: each
     bar could only be 0, 0.5 or 1, and the chart would say nothing."""
-    path = Path("plots/confusion_test.csv")
+    path = Path(paths("evaluate")["confusion"])
     counts = pd.read_csv(path)["actual"].value_counts() if path.is_file() else pd.Series()
     if counts.empty or counts.max() > 2:
         return None
@@ -126,8 +134,8 @@ def plot_specs(base: str | None) -> tuple[dict[str, dict], dict[str, str]]:
     out = command("dvc", "plots", "diff", "--json", base) if base else command("dvc", "plots", "show", "--json")
     specs = {name: entry["content"] for name, entries in json.loads(out).get("data", {}).items()
              for entry in entries if entry["type"] == "vega" and "workspace" in entry["revisions"]}
-    note = per_class_note()
-    notes = {PER_CLASS_PLOT: note} if note and PER_CLASS_PLOT in specs else {}
+    note, per_class = per_class_note(), paths("evaluate")["per_class_csv"]
+    notes = {per_class: note} if note and per_class in specs else {}
     return {name: spec for name, spec in specs.items() if name not in notes}, notes
 
 
@@ -197,17 +205,49 @@ Promise.all(specs.map((spec, i) => vegaEmbed("#plot" + i, spec, {{renderer: "svg
     return path
 
 
+def reproduce(base: str) -> str:
+    """`make review`: features, so metrics, differ slightly from machine to machine
+    (docs/reproducibility.md), and against BASE's committed metrics a head reproduced here would
+    show what the machine changed. So BASE is reproduced here too, in a temporary git worktree on
+    this repository's DVC cache and run-cache (what base and head share runs once); the commit of
+    its results, on the private ref refs/review/base, is what the workspace is reported against."""
+    commit = command("git", "rev-parse", "--verify", f"{base}^{{commit}}").strip()
+    cache = Path(command("dvc", "cache", "dir").strip()).resolve()
+    with tempfile.TemporaryDirectory(prefix="review-base-") as tmp:
+        tree = Path(tmp) / "base"
+        command("git", "worktree", "add", "--detach", "--quiet", str(tree), commit)
+        try:
+            command("dvc", "cache", "dir", "--local", str(cache), cwd=tree)
+            # data versioned with `dvc add` (real UCF-101) comes from the shared cache
+            subprocess.run(["dvc", "checkout", "--quiet"], cwd=tree, capture_output=True)
+            print(f"reproducing {base} ({commit[:8]}) here, on this repository's DVC cache")
+            command("dvc", "repro", cwd=tree)
+            command("git", "add", "-A", "dvc.lock", "metrics", "plots", cwd=tree)
+            command("git", "-c", "user.name=review", "-c", "user.email=review@localhost", "commit", "--quiet",
+                    "--allow-empty", "-m", f"{base} reproduced on this machine (make review)", cwd=tree)
+            reproduced = command("git", "rev-parse", "HEAD", cwd=tree).strip()
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], capture_output=True)
+    command("git", "update-ref", "refs/review/base", reproduced)
+    return reproduced
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["report", "plots"])
+    parser.add_argument("what", choices=["report", "review", "plots"])
     parser.add_argument("--base", help="git revision to compare the workspace with "
-                        "(report: default main; plots: none, the workspace alone)")
+                        "(report, review: default main; plots: none, the workspace alone)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report)")
     args = parser.parse_args()
-    if args.what == "report":
-        print(write_report(args.base or "main", args.out))
-    else:
+    base = args.base or "main"
+    if args.what == "plots":
         print(write_html(args.base, args.out / "plots.html"))
+    elif args.what == "report":
+        print(write_report(base, args.out))
+    elif stale():
+        raise UserError("the workspace is not reproduced (dvc status is not clean): run 'make repro' first")
+    else:
+        print(write_report(reproduce(base), args.out, label=f"{base} (reproduced here)"))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 from dvc.exceptions import DvcException
 from dvc.repo import Repo
 
-from actionrec.params import UserError, run_stage
+from actionrec.errors import UserError, run_stage
 
 
 def run_cache_entries(repo: Repo) -> list[tuple[str, str]]:

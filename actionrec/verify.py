@@ -3,16 +3,11 @@
     python -m actionrec.verify [--rev HEAD]       # one line per artifact; exit 1 only beyond tolerance
     python -m actionrec.verify --write-reference  # the machine that commits dvc.lock: reference/features.npz
 
-Every output that dvc.lock names is compared with the commit's, and each one that differs is
-named with how far (the metrics that moved, a curve's largest difference, or its hashes). What
-may differ, as the README's "Reproducibility" section states it:
-- data stages (synthesize, subset, split): nothing, identical bytes on any machine;
-- features: floating point differs by CPU instruction set, thread count, GPU and precision,
-  so a few reference clips are extracted again here and compared with the features the
-  committing machine stored in reference/features.npz: max relative L2 distance within
-  TOLERANCE. The outputs that follow from the features (the model, the training curves) may
-  then differ too: reported, judged by the next check;
-- headline metrics and test predictions: equal, or within what one test video changes.
+Every output in dvc.lock that differs from the commit is named, with how far. What may differ
+(docs/reproducibility.md): data stages, nothing; features, by floating point (CPU instruction
+set, threads, GPU, precision), so a few reference clips are extracted again and compared with
+those the committing machine stored, within TOLERANCE; what follows from the features (model,
+curves) is reported; headline metrics and test predictions, within one test video.
 """
 from __future__ import annotations
 
@@ -29,18 +24,15 @@ import yaml
 from actionrec.errors import UserError, run_stage
 from actionrec.params import load_params
 from actionrec.pipeline import paths
-from actionrec.report import HEADLINE, changed, command, flatten, git_show, one_video, results
+from actionrec.report import HEADLINE, changed, flatten, git_show, moves, one_video, results, stale
 
 DATA_STAGES = ("synthesize", "subset", "split")
 REFERENCE = Path("reference/features.npz")
 REFERENCE_CLIPS = 4
-# Max relative L2 distance of a re-extracted reference frame feature from the committed one,
-# per precision used here; measured with bench/tolerance.py on the demo's reference clips
-# (docs/reproducibility.md quotes the measurements and points here for the tolerances).
-# Each is 4x the largest measured difference and well below the smallest distance between
-# frames of two different demo clips (0.054), so a wrong clip, decoder colour or preprocessing
-# fails; two sampled frames of one clip can be as close as 0.001, so frame indices are checked
-# by the decoder tests, not here.
+# Max relative L2 distance of a re-extracted reference frame feature from the committed one, per
+# precision used here: 4x the largest that bench/tolerance.py measured (docs/reproducibility.md),
+# well below the distance between frames of two demo clips (0.054): a wrong clip, decoder colour
+# or preprocessing fails. Frames of one clip can be 0.001 apart: the decoder tests check indices.
 TOLERANCE = {"fp32": 0.002, "bf16": 0.02, "fp16": 0.02}
 
 
@@ -59,8 +51,7 @@ def how_far(path: str, old: bytes, new: bytes) -> str:
     moved, or a table's differing rows and largest numeric difference."""
     try:
         if path.endswith(".json"):
-            a, b = flatten(json.loads(old)), flatten(json.loads(new))
-            return ", ".join(f"{key} {a.get(key)} -> {b.get(key)}" for key in changed(a, b))
+            return moves(flatten(json.loads(old)), flatten(json.loads(new)))
         if path.endswith((".csv", ".tsv")):
             sep = "\t" if path.endswith(".tsv") else ","
             a, b = (pd.read_csv(io.BytesIO(data), sep=sep) for data in (old, new))
@@ -72,14 +63,13 @@ def how_far(path: str, old: bytes, new: bytes) -> str:
                     + (f", max abs difference {largest:.2g}" if largest else ""))
     except (ValueError, pd.errors.ParserError):
         pass
-    return ""
+    return ""  # the caller says that the content differs
 
 
 def check_outputs(rev: str) -> list[tuple[str, str]]:
-    """One line per output in dvc.lock: identical to the commit's, or how far from it. An
-    output kept in git is compared byte for byte, the others by their hash in dvc.lock. A data
-    stage's output must be identical; the others follow from the features (checked against
-    the reference) and are judged by the headline metrics: a difference is reported, not failed."""
+    """One line per output in dvc.lock: identical to the commit's (the bytes of one kept in git,
+    else the hash), or how far from it. A data stage's output must be identical; the others follow
+    from the features, which check_features judges: their differences are reported, not failed."""
     theirs = lock_outputs(yaml.safe_load(git_show(rev, "dvc.lock")))
     ours = lock_outputs(yaml.safe_load(Path("dvc.lock").read_text()))
     lines = []
@@ -129,16 +119,11 @@ def relative_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a - b, axis=-1) / np.maximum(np.linalg.norm(b, axis=-1), 1e-12)
 
 
-def reference_params(features: dict) -> dict:
-    """What, with the videos, fixes the reference's values: the features section, in fp32."""
-    return dict(features, precision="fp32")
-
-
 def write_reference(params: dict) -> Path:
     """Extract the reference clips on this machine, in fp32, and save them with what made them."""
     from actionrec.download import sha256_of
 
-    features = reference_params(params["features"])
+    features = dict(params["features"], precision="fp32")  # with the videos, what fixes its values
     root = Path(params["data"]["root"])
     videos = reference_videos(pd.read_csv(paths("features")["video_list"], keep_default_na=False)["video"])
     feats, _ = extract_clips([str(root / v) for v in videos], features, params["runtime"])
@@ -152,10 +137,9 @@ def write_reference(params: dict) -> Path:
 
 
 def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
-             if line.startswith("model name")]
-    return (names or [platform.processor() or "unknown CPU"])[0]
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                platform.processor() or "unknown CPU")
 
 
 def check_features(params: dict, reference: bytes | None) -> tuple[str, str]:
@@ -166,7 +150,7 @@ def check_features(params: dict, reference: bytes | None) -> tuple[str, str]:
         return "differs", f"{REFERENCE} is not committed: write it with --write-reference and commit it"
     saved = np.load(io.BytesIO(reference))
     meta = json.loads(str(saved["meta"]))
-    if meta["params"] != reference_params(params["features"]):
+    if meta["params"] != dict(params["features"], precision="fp32"):
         return "differs", (f"{REFERENCE} was made with other features params ({meta['params']}): "
                            "write it again with --write-reference")
     root = Path(params["data"]["root"])
@@ -210,14 +194,11 @@ def verify(rev: str = "HEAD") -> int:
     params = load_params("data", "features", "runtime")
     if not Path("dvc.lock").is_file() or git_show(rev, "dvc.lock") is None:
         raise UserError(f"nothing to compare: run 'make repro' first, and commit dvc.lock at {rev}")
-    stale = sorted(json.loads(command("dvc", "status", "--json") or "{}"))
-    if stale:
-        raise UserError(f"the workspace is not what dvc.lock says (stale: {', '.join(stale)}): run 'make repro' first")
+    if stale():
+        raise UserError(f"the workspace is not what dvc.lock says (stale: {', '.join(stale())}): run 'make repro' first")
     (old_params, committed), (new_params, workspace) = results(rev), results(None)
-    keys = changed(old_params, new_params)
-    lines = [("differs", f"params.yaml: {', '.join(f'{k} {old_params.get(k)} -> {new_params.get(k)}' for k in keys)}"
-                         f" (not {rev}'s: an experiment is applied? the rest compares other params' results)")
-             if keys else ("identical", "params.yaml")]
+    lines = [("differs", f"params.yaml: {moves(old_params, new_params)} (not {rev}'s: an experiment is "
+                         "applied? the rest compares other params' results)") if changed(old_params, new_params) else ("identical", "params.yaml")]
     lines += check_outputs(rev)
     lines.append(check_features(params, git_show(rev, str(REFERENCE))))
     lines += check_metrics(committed, workspace)

@@ -432,7 +432,7 @@ def test_compare_runs_heads_x_seeds_through_the_dvc_queue(repo):
     for head in ("mean", "gru"):
         assert rows[head][2].strip() == "2 (0,1)"
         assert len(rows[head][3].split("±")) == 2  # mean ± std
-    assert "test videos, so one video =" in table and "queued 4 experiments" in out
+    assert "test videos: one video is" in table and "queued 4 experiments" in out
     assert "Success" in run(["dvc", "queue", "status"], repo)
 
 

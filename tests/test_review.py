@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from actionrec import compare, report, review, share, verify
+from actionrec import compare, report, share, verify
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = (compare, report, review, share, verify)
+TOOLS = (compare, report, share, verify)
 
 
 def git(cwd: Path, *args: str) -> None:
