@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dvc.api
 import pandas as pd
+import yaml
 from dvc.exceptions import DvcException
 
 from actionrec.errors import UserError, run_stage
@@ -85,9 +86,19 @@ def moves(old: dict, new: dict) -> str:
 
 
 def results(rev: str | None) -> tuple[dict, dict]:
-    """(params, metrics) at a git revision (None: the workspace), flat, through DVC's API."""
+    """(params, metrics) at a git revision (None: the workspace), flat, through DVC's API. A
+    metrics file that dvc.yaml declares but the revision or the workspace lacks is left out
+    (DVC 3.67 fails on it, even at a revision that has it, when the workspace does not)."""
     try:
-        return flatten(dvc.api.params_show(rev=rev)), flatten(dvc.api.metrics_show(rev=rev))
+        params = flatten(dvc.api.params_show(rev=rev))
+        try:
+            return params, flatten(dvc.api.metrics_show(rev=rev))
+        except FileNotFoundError:
+            stages = yaml.safe_load(git_show(rev, "dvc.yaml") if rev else Path("dvc.yaml").read_text())["stages"]
+            files = [next(iter(entry)) if isinstance(entry, dict) else entry
+                     for stage in stages.values() for entry in stage.get("metrics", [])]
+            there = [f for f in files if Path(f).is_file() and (rev is None or git_show(rev, f) is not None)]
+            return params, flatten(dvc.api.metrics_show(*there, rev=rev)) if there else {}
     except (DvcException, OSError) as error:
         raise UserError(f"no params or metrics at {rev or 'the workspace'}: {error}") from None
 
