@@ -56,7 +56,7 @@ def experiments() -> dict[str, dict]:
 
 def workers() -> int:
     """The queue workers alive. No public DVC call says it (`dvc queue status` prints it as
-    text): DVC's celery queue, the one internal used here, pinned by tests/test_report.py."""
+    text): DVC's celery queue, the one internal used here, pinned by tests/test_review.py."""
     from dvc.repo import Repo
 
     with Repo() as repo:

@@ -7,7 +7,7 @@ outputs kept in git (metrics and plots, `cache: false`) of runs that are not in 
 (DVC 3.67). A teammate's `dvc exp run --pull -S train.lr=3e-4` then finds the run but cannot
 restore it, and trains again. So this pushes, after `dvc push --run-cache`, the outputs of
 every saved run, through DVC's own run-cache and remote code: no public API does it, and
-tests/test_report.py pins the internals used. Teammates need nothing but DVC:
+tests/test_review.py pins the internals used. Teammates need nothing but DVC:
 `dvc pull --run-cache`, then `dvc repro` or `dvc exp run --pull -S ...`."""
 from __future__ import annotations
 
