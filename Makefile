@@ -89,7 +89,7 @@ report: venv  ## report/report.md + PNGs: the workspace against BASE (default ma
 # The report against BASE reproduced on this machine (in a temporary worktree on the same DVC
 # cache), so that it shows what the change did, not what the machine did: the PR workflow's step
 review: venv  ## the same report against BASE reproduced on this machine (the PR workflow's step)
-	python -m actionrec.review --base $(or $(BASE),main) --out $(OUT)
+	python -m actionrec.report review --base $(or $(BASE),main) --out $(OUT)
 
 plots: venv  ## report/plots.html: every plot on one page, offline (BASE=rev overlays rev)
 	python -m actionrec.report plots $(if $(BASE),--base $(BASE)) --out $(OUT)
