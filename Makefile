@@ -94,7 +94,7 @@ report: venv  ## report/report.md + PNGs: the workspace against BASE (default ma
 # The report against BASE reproduced on this machine (in a temporary worktree on the same DVC
 # cache), so that it shows what the change did, not what the machine did: the PR workflow's step
 review: venv  ## the same report against BASE reproduced on this machine (the PR workflow's step)
-	python -m actionrec.review --base $(or $(BASE),main) --out $(OUT)
+	python -m actionrec.report review --base $(or $(BASE),main) --out $(OUT)
 
 plots: venv  ## report/plots.html: every plot on one page, offline (BASE=rev overlays rev)
 	python -m actionrec.report plots $(if $(BASE),--base $(BASE)) --out $(OUT)
@@ -111,10 +111,10 @@ compare: venv  ## every head x 3 seeds through DVC's queue -> metrics/compare.md
 
 # Real UCF-101 (6.5 GB): download (resumable), check, extract to data/UCF-101, version with DVC.
 # Only this target needs unar (to extract the RAR): installed best-effort, never by `make venv`.
-ucf101: venv  ## download and extract real UCF-101 (6.5 GB) into data/UCF-101, dvc add it
+ucf101: venv  ## download (or RAR=your UCF101.rar) and extract real UCF-101 into data/UCF-101, dvc add it
 	@$(call apt_best_effort,unar,unar) || true
 	@command -v unar >/dev/null || echo "note: install unar to extract UCF101.rar (macOS: brew install unar)"
-	python -m actionrec.download --dest data $(if $(RAR),--rar $(RAR))
+	python -m actionrec.download --dest data $(if $(RAR),--rar $(RAR)) $(if $(SHA256),--sha256 $(SHA256))
 	dvc add data/UCF-101
 
 # the per-video feature store (stages/features.py): only ever reused for identical inputs, but it grows

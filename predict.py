@@ -18,19 +18,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from actionrec.errors import UserError, fail
 from actionrec.pipeline import paths
-from actionrec.video import DECODERS  # numpy only: argument errors come before torch loads
+from actionrec.video import DECODERS, VideoError  # numpy only: argument errors come before torch loads
 
 if TYPE_CHECKING:
     import torch
 
 CSV_COLUMNS = ("file", "label", "confidence", "top_k", "error", "warning")
 ADVICE = "train on real videos first (docs/predict.md)"
-
-
-
-def warn(message: str) -> None:
-    """Text mode only: with --json, stdout's one object holds the warnings and stderr stays quiet."""
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def check_weights(meta: dict) -> None:
@@ -50,11 +44,9 @@ def check_weights(meta: dict) -> None:
 
 
 def model_warnings(meta: dict) -> list[str]:
-    """Why the model's labels may mean nothing on a real video: it learned the synthetic demo,
-    or its backbone had random weights. Model files from before `data_source` was recorded
-    tell only the second (the demo's default)."""
-    random_backbone = meta["weights"] == "none"
-    source = meta.get("data_source")
+    """Why the labels may mean nothing on a real video; model files from before `data_source` was
+    recorded tell only of a random backbone (the demo's default)."""
+    random_backbone, source = meta["weights"] == "none", meta.get("data_source")
     if source == "synthetic":
         how = " with a random backbone" if random_backbone else ""
         return [f"this model was trained on the synthetic demo dataset{how}: its labels mean nothing "
@@ -78,7 +70,7 @@ class Predictor(NamedTuple):
 
 def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Predictor:
     """The model file's head and backbone on the device, once for all the clips of a run; the
-    decoder asked for (None: the model's). One-line exit 2 for whatever the user can fix."""
+    decoder asked for (None: the model's)."""
     if not Path(model_path).is_file():
         fail(f"no trained model at {model_path}: run 'make repro' (or 'dvc repro') first")
     from actionrec.backbone import inference_backbone
@@ -86,13 +78,10 @@ def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Pr
     from actionrec.model import load_checkpoint
     from actionrec.video import unavailable_decoder
 
-    try:
-        device = resolve_device(device_name, key="--device")
-    except UserError as error:
-        fail(str(error))
+    device = resolve_device(device_name, key="--device")
     head, meta = load_checkpoint(model_path, device)
-    if decoder and unavailable_decoder(decoder, key="--decoder"):
-        fail(unavailable_decoder(decoder, key="--decoder"))
+    if decoder and (problem := unavailable_decoder(decoder, key="--decoder")):
+        fail(problem)
     if not decoder:  # the features' decoder where it runs here; any other gives the same frames
         decoder = meta.get("decoder", "auto")
         decoder = "auto" if unavailable_decoder(decoder) else decoder
@@ -100,17 +89,14 @@ def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Pr
     precision = meta["precision"]  # as the features were made, where this machine can run it well
     if device.type == "cpu" and (precision == "fp16" or (precision == "bf16" and not cpu_has_native_bf16())):
         precision = "fp32"  # made on a GPU or a bf16 CPU: fp32 here gives the same features within rounding
-    try:  # compiling pays over thousands of frames, more than a predict.py run sees
-        backbone = inference_backbone({**meta, "precision": precision, "compile": False}, device)
-    except UserError as error:  # e.g. named weights that cannot be downloaded
-        fail(str(error))
+    # compiling pays over thousands of frames, more than a predict.py run sees
+    backbone = inference_backbone({**meta, "precision": precision, "compile": False}, device)
     return Predictor(head, backbone, meta, device, precision, decoder)
 
 
 def model_input(frames, meta: dict) -> torch.Tensor:
     """Upright uint8 [T, H, W, 3] frames -> uint8 [T, 3, crop, crop]: exactly what the features
-    stage gave the backbone, by the preprocessing recorded in the model file (resize, crop,
-    interpolation; its mean/std normalisation happens inside embed)."""
+    stage gave the backbone (its mean/std normalisation happens inside embed)."""
     from actionrec.backbone import preprocessing, resize_crop
 
     return resize_crop(frames, preprocessing(meta))
@@ -134,23 +120,20 @@ def classify(predictor: Predictor, inputs: torch.Tensor, top_k: int) -> list[dic
 
 
 def save_frames(inputs: torch.Tensor, indices: list[int], folder: Path) -> list[str]:
-    """One PNG per model input frame, in sampling order: NN_frameIIIIII.png (NN the position
-    in the clip, IIIIII the frame's index in the video)."""
+    """One PNG per model input frame, NN_frameIIIIII.png: its position in the clip, its index in the video."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for position, (frame, index) in enumerate(zip(inputs, indices)):
-        path = folder / f"{position:02d}_frame{index:06d}.png"
-        Image.fromarray(frame.permute(1, 2, 0).contiguous().numpy()).save(path)
-        paths.append(str(path))
-    return paths
+    names = [str(folder / f"{position:02d}_frame{index:06d}.png") for position, index in enumerate(indices)]
+    for frame, name in zip(inputs, names):
+        Image.fromarray(frame.permute(1, 2, 0).contiguous().numpy()).save(name)
+    return names
 
 
 def predict_clip(predictor: Predictor, video: str, top_k: int, start: float | None = None,
                  end: float | None = None, frames_out: Path | None = None) -> dict:
-    """label, confidence, top_k, the decoder's warning ("" or e.g. a damaged file) and the
-    saved frames for one video or one window of it; VideoError if it cannot be read."""
+    """label, confidence, top_k, decoder, its warning ("" or e.g. a damaged file) and the saved
+    frames for one video or one window of it; VideoError if it cannot be read."""
     from actionrec.video import sample_clip
 
     clip = sample_clip(video, predictor.meta["num_frames"], predictor.decoder, start=start, end=end,
@@ -164,40 +147,20 @@ def predict_clip(predictor: Predictor, video: str, top_k: int, start: float | No
     return result
 
 
-def check_frames_out(folder: str | None) -> Path | None:
-    """A new or empty folder, so that no frames of an earlier run are mixed in."""
-    if folder is None:
-        return None
-    path = Path(folder)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        fail(f"--frames-out {folder} exists and is not an empty folder: give a new or empty one")
-    return path
+# Each predict_* returns what --json prints (its "warnings" go to stderr in text mode) and the text lines.
 
-
-def predict_video(args: argparse.Namespace) -> None:
-    from actionrec.video import VideoError
-
-    frames_out = check_frames_out(args.frames_out)
+def predict_video(args: argparse.Namespace) -> tuple[dict, list[str]]:
     predictor = load_predictor(args.model, args.device, args.decoder)
-    try:
-        result = predict_clip(predictor, args.path, args.top_k, frames_out=frames_out)
-    except VideoError as error:
-        fail(f"cannot read {args.path} as a video ({error})")
-    warnings = ([f"{args.path}: {result['warning']}"] if result["warning"] else []) + model_warnings(predictor.meta)
-    if args.json:
-        out = {"video": args.path, **{k: result[k] for k in ("label", "confidence", "top_k")},
-               "decoder": result["decoder"], "warnings": warnings}
-        if frames_out is not None:
-            out["frames"] = result["frames"]
-        print(json.dumps(out))
-    else:
-        print(f"Prediction: {result['label']}")
-        print(f"Confidence: {100 * result['confidence']:.2f}%")
-        print(f"Top {len(result['top_k'])}:")
-        for rank, item in enumerate(result["top_k"], 1):
-            print(f"  {rank}. {item['label']:<24} {100 * item['confidence']:6.2f}%")
-        for line in warnings:
-            warn(line)
+    result = predict_clip(predictor, args.path, args.top_k, frames_out=args.frames_out)
+    warnings = [f"{args.path}: {result['warning']}"] if result["warning"] else []
+    out = {"video": args.path, **{k: result[k] for k in ("label", "confidence", "top_k", "decoder")},
+           "warnings": warnings + model_warnings(predictor.meta)}
+    if args.frames_out is not None:
+        out["frames"] = result["frames"]
+    ranked = [f"  {rank}. {item['label']:<24} {100 * item['confidence']:6.2f}%"
+              for rank, item in enumerate(result["top_k"], 1)]
+    return out, [f"Prediction: {result['label']}", f"Confidence: {100 * result['confidence']:.2f}%",
+                 f"Top {len(result['top_k'])}:", *ranked]
 
 
 def window_bounds(duration: float, window: float, stride: float, tolerance: float) -> list[tuple[float, float]]:
@@ -216,35 +179,22 @@ def window_bounds(duration: float, window: float, stride: float, tolerance: floa
     return [(round(a, 3), round(b, 3)) for a, b in bounds]
 
 
-def video_duration(video: str) -> tuple[float, float]:
-    """(duration in seconds, rounded to ms, and one frame's duration) from the container;
-    VideoError if the file is not a video or its duration is unknown."""
-    from actionrec.video import VideoError, probe
-
-    info = probe(video)  # a duration only where the frame rate is known
-    if not info["duration"]:
-        raise VideoError("its duration is unknown, so it cannot be cut into windows")
-    return round(info["duration"], 3), 1 / info["fps"]
-
-
-def predict_windows(args: argparse.Namespace) -> None:
+def predict_windows(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """Each window classified from its own num_frames frames, sampled within it. A window that
     cannot be decoded (past the damage in a cut file) gets an error in place of its label."""
-    from actionrec.video import VideoError
+    from actionrec.video import probe
 
-    stride = args.stride or args.window
-    frames_out = check_frames_out(args.frames_out)
     predictor = load_predictor(args.model, args.device, args.decoder)
-    try:
-        duration, frame_time = video_duration(args.path)
-    except VideoError as error:
-        fail(f"cannot read {args.path} as a video ({error})")
+    info = probe(args.path)  # a duration only where the frame rate is known
+    if not info["duration"]:
+        raise VideoError("its duration is unknown, so it cannot be cut into windows")
+    duration, frame_time = round(info["duration"], 3), 1 / info["fps"]
     notes, timeline, decoders = [], [], []
     if args.window >= duration - frame_time:
         notes.append(f"{args.path} is {duration:.2f} s long, not longer than --window {args.window:g}: "
                      "one window over the whole video")
-    for n, (start, end) in enumerate(window_bounds(duration, args.window, stride, frame_time)):
-        folder = frames_out / f"w{n:03d}_{start:.2f}-{end:.2f}s" if frames_out else None
+    for n, (start, end) in enumerate(window_bounds(duration, args.window, args.stride, frame_time)):
+        folder = args.frames_out / f"w{n:03d}_{start:.2f}-{end:.2f}s" if args.frames_out else None
         try:
             result = predict_clip(predictor, args.path, args.top_k, start, end, folder)
         except VideoError as error:
@@ -256,30 +206,25 @@ def predict_windows(args: argparse.Namespace) -> None:
             notes.append(f"{args.path}: {warning}")
         timeline.append({"start": start, "end": end, **result})
     if not decoders:
-        fail(f"cannot read {args.path} as a video ({timeline[0]['error']})")
-    warnings = notes + model_warnings(predictor.meta)
-    if args.json:
-        print(json.dumps({"video": args.path, "duration": duration, "window": args.window, "stride": stride,
-                          "decoder": decoders[0], "timeline": timeline, "warnings": warnings}))
-    else:
-        print(f"{args.path}: {duration:.2f} s, windows of {args.window:g} s every {stride:g} s")
-        for item in timeline:
-            span = f"{item['start']:.2f}-{item['end']:.2f} s"
-            said = (f"{item['label']:<24} {100 * item['confidence']:6.2f}%" if "label" in item
-                    else f"error: {item['error']}")
-            print(f"  {span:>15}  {said}")
-        for line in warnings:
-            warn(line)
+        raise VideoError(timeline[0]["error"])
+    lines = [f"{args.path}: {duration:.2f} s, windows of {args.window:g} s every {args.stride:g} s"]
+    for item in timeline:
+        span = f"{item['start']:.2f}-{item['end']:.2f} s"
+        said = (f"{item['label']:<24} {100 * item['confidence']:6.2f}%" if "label" in item
+                else f"error: {item['error']}")
+        lines.append(f"  {span:>15}  {said}")
+    out = {"video": args.path, "duration": duration, "window": args.window, "stride": args.stride,
+           "decoder": decoders[0], "timeline": timeline, "warnings": notes + model_warnings(predictor.meta)}
+    return out, lines
 
 
-def predict_folder(args: argparse.Namespace) -> None:
+def predict_folder(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """Every video under the folder (nested), one CSV row each, written as it goes; non-videos
     and hidden entries as rows with a `skipped: ...` error. Exit 0 when at least one video was
     classified, the failures being in the CSV; exit 2 when none was."""
     from tqdm import tqdm
 
     from actionrec.folder import SKIP_REASONS, VIDEO_EXTENSIONS, is_video, videos_under
-    from actionrec.video import VideoError
 
     folder, out = Path(args.path), Path(args.csv)
     if not out.parent.is_dir() or out.is_dir() or is_video(out.name):  # never write over a video
@@ -291,10 +236,10 @@ def predict_folder(args: argparse.Namespace) -> None:
     rows = {rel: None for rel in videos}
     rows.update({rel: f"skipped: {SKIP_REASONS[reason]}" for reason, paths in skipped.items() for rel in paths})
     failed = 0
-    with open(out, "w", newline="", encoding="utf-8") as handle:
+    with open(out, "w", newline="", encoding="utf-8") as handle, \
+            tqdm(total=len(videos), desc="predict", unit="video", disable=None) as bar:
         writer = csv.DictWriter(handle, CSV_COLUMNS)
         writer.writeheader()
-        bar = tqdm(total=len(videos), desc="predict", unit="video", disable=None)
         for rel in sorted(rows):
             row = {"file": rel, "error": rows[rel]}
             if rows[rel] is None:
@@ -309,22 +254,15 @@ def predict_folder(args: argparse.Namespace) -> None:
                 bar.update()
             writer.writerow(row)
             handle.flush()  # rows already computed survive an interruption
-        bar.close()
     skipped_count = len(rows) - len(videos)
-    summary = (f"classified {len(videos) - failed} of {len(videos)} videos under {folder} into {out}"
-               + (f"; {failed} could not be read (the error column says why)" if failed else "")
-               + (f"; {skipped_count} other files skipped" if skipped_count else ""))
     if failed == len(videos):
         fail(f"none of the {len(videos)} videos under {folder} could be read: see the error column of {out}")
-    warnings = model_warnings(predictor.meta)
-    if args.json:
-        print(json.dumps({"folder": str(folder), "csv": str(out), "videos": len(videos),
-                          "classified": len(videos) - failed, "failed": failed, "skipped": skipped_count,
-                          "warnings": warnings}))
-        return
-    print(summary, file=sys.stderr)
-    for line in warnings:
-        warn(line)
+    if not args.json:
+        print(f"classified {len(videos) - failed} of {len(videos)} videos under {folder} into {out}"
+              + (f"; {failed} could not be read (the error column says why)" if failed else "")
+              + (f"; {skipped_count} other files skipped" if skipped_count else ""), file=sys.stderr)
+    return {"folder": str(folder), "csv": str(out), "videos": len(videos), "classified": len(videos) - failed,
+            "failed": failed, "skipped": skipped_count, "warnings": model_warnings(predictor.meta)}, []
 
 
 def parse_args() -> argparse.Namespace:
@@ -341,16 +279,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--frames-out", metavar="DIR", help="save the frames the model sees as PNGs in DIR")
     parser.error = fail  # one line, exit 2, like every other user error
     args = parser.parse_args()
-    try:
-        args.model = args.model or paths("train")["model_file"]
-    except UserError as error:
-        fail(str(error))
+    args.model = args.model or paths("train")["model_file"]
     if args.top_k < 1:
         fail("--top-k must be at least 1")
     if args.window is not None and not args.window > 0:
         fail("--window must be more than 0 seconds")
     if args.stride is not None and (args.window is None or not args.stride > 0):
         fail("--stride needs --window and must be more than 0 seconds")
+    args.stride = args.stride or args.window
     path = Path(args.path)
     if path.is_dir():
         if args.csv is None:
@@ -361,17 +297,30 @@ def parse_args() -> argparse.Namespace:
         fail(f"--csv classifies a folder, and {args.path} is not one: for one video use --json")
     elif not path.exists():
         fail(f"no such video: {args.path}")
+    frames_out = Path(args.frames_out) if args.frames_out is not None else None
+    if frames_out and frames_out.exists() and (not frames_out.is_dir() or any(frames_out.iterdir())):
+        fail(f"--frames-out {args.frames_out} exists and is not an empty folder: give a new or empty one")
+    args.frames_out = frames_out  # new or empty, so that no frames of an earlier run are mixed in
     return args
 
 
 def main() -> None:
-    args = parse_args()
-    if args.csv is not None:
-        predict_folder(args)
-    elif args.window is not None:
-        predict_windows(args)
-    else:
-        predict_video(args)
+    """One-line exit 2 for whatever the user can fix."""
+    try:
+        args = parse_args()
+        out, lines = (predict_folder if args.csv is not None
+                      else predict_windows if args.window is not None else predict_video)(args)
+    except UserError as error:
+        fail(str(error))
+    except VideoError as error:
+        fail(f"cannot read {args.path} as a video ({error})")
+    if args.json:  # stdout's one object holds the warnings, and stderr stays quiet
+        print(json.dumps(out))
+        return
+    for line in lines:
+        print(line)
+    for line in out["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":

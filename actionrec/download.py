@@ -2,11 +2,9 @@
 
     python -m actionrec.download [--dest data] [--sha256 HEX] [--rar PATH]
 
-UCF101.rar (6.5 GB) extracts with `unar` (Debian package unar; `make ucf101` installs it).
-An interrupted download resumes from its .part file (HTTP Range). The archive's SHA-256 is
-printed and saved beside it; pass --sha256 to check a known value (e.g. the one a colleague
-saved). --rar takes an archive you already have, offline. The official split lists are
-shipped in actionrec/ucf101_lists/."""
+UCF101.rar (6.5 GB) extracts with `unar` (`make ucf101` installs it). An interrupted download
+resumes from its .part file. The archive's SHA-256 is printed and saved beside it; --sha256 checks
+a known value (e.g. a colleague's); --rar takes an archive you already have, offline."""
 from __future__ import annotations
 
 import argparse
@@ -27,11 +25,8 @@ ARCHIVE = "UCF101.rar"
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60) -> Path:
@@ -57,12 +52,11 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
                 total = int(response.headers["Content-Range"].rsplit("/", 1)[1])
             else:
                 have, total = 0, int(response.headers.get("Content-Length", 0)) or None
-            with open(part, "ab" if have else "wb") as out, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, desc=dest.name) as bar:
+            with open(part, "ab" if have else "wb") as out, tqdm.wrapattr(
+                    out, "write", total=total, initial=have, bytes=False, unit="B", unit_scale=True,
+                    desc=dest.name) as counted:
                 try:
-                    for block in iter(lambda: response.read(1 << 20), b""):
-                        out.write(block)
-                        bar.update(len(block))
+                    shutil.copyfileobj(response, counted, 1 << 20)
                 except (OSError, TimeoutError) as error:
                     raise UserError(f"download of {dest.name} broke off ({error}): run again to "
                                     "resume") from None
@@ -102,7 +96,6 @@ def count_files(tree: Path) -> int:
 
 
 def extract(archive: Path, dest: Path) -> None:
-    """RAR through unar, into dest."""
     dest.mkdir(parents=True, exist_ok=True)
     if shutil.which("unar") is None:
         raise UserError("extracting RAR needs unar: apt-get install unar (or run 'make ucf101')")

@@ -1,9 +1,8 @@
 """Your own videos: `<data.root>/<Class>/<any/sub/folders>/<file>.<video extension>`.
 
-The class is the top folder's name. The group (the recording a clip was cut from, which must
-not straddle splits) comes from `data.group_pattern`, a regex whose named group `group` is
-searched in the file's path relative to its class folder; without one, each video is its
-own group.
+The class is the top folder's name. The group (the recording a clip was cut from, which must not
+straddle splits) is the named group `group` of the regex `data.group_pattern`, searched in the path
+below the class folder; without one, each video is its own group.
 """
 from __future__ import annotations
 
@@ -23,8 +22,7 @@ SKIP_REASONS = {"hidden": "hidden (name starts with '.')",
                 "outside_class_folder": "not in a <Class>/ folder"}
 
 
-def is_hidden(name: str) -> bool:
-    """.DS_Store, macOS '._*' resource forks, .thumbnails/ ...: never videos, never classes."""
+def is_hidden(name: str) -> bool:  # .DS_Store, macOS '._*' resource forks, .thumbnails/: no videos, no classes
     return name.startswith(".")
 
 
@@ -34,7 +32,7 @@ def is_video(name: str) -> bool:
 
 def _class_files(class_dir: Path, skipped: dict[str, list[str]], root: Path) -> list[str]:
     """Video paths relative to class_dir (posix), sorted; hidden and non-video entries go to
-    skipped. Sub-folders are followed (links too); hidden ones are skipped whole."""
+    skipped (relative to root). Sub-folders are followed (links too); hidden ones are skipped whole."""
     videos, seen = [], set()
     for folder, dirs, files in os.walk(class_dir, followlinks=True):
         if os.path.realpath(folder) in seen:  # a link back up the tree: do not loop
@@ -47,12 +45,10 @@ def _class_files(class_dir: Path, skipped: dict[str, list[str]], root: Path) -> 
             dirs.remove(name)
         for name in files:
             path = here / name
-            if is_hidden(name):
-                skipped["hidden"].append(path.relative_to(root).as_posix())
-            elif not is_video(name):
-                skipped["not_video"].append(path.relative_to(root).as_posix())
-            else:
+            if is_video(name) and not is_hidden(name):
                 videos.append(path.relative_to(class_dir).as_posix())
+            else:
+                skipped["hidden" if is_hidden(name) else "not_video"].append(path.relative_to(root).as_posix())
     # sorted by code point, so the order is the same on every file system and OS
     return sorted(videos)
 
@@ -60,12 +56,9 @@ def _class_files(class_dir: Path, skipped: dict[str, list[str]], root: Path) -> 
 def videos_under(folder: str | Path) -> tuple[list[str], dict[str, list[str]]]:
     """Every video at any depth below folder (posix paths relative to it, sorted) and the
     entries skipped, {"hidden": [...], "not_video": [...]}: the rules of a class folder."""
-    folder = Path(folder)
     skipped: dict[str, list[str]] = {"hidden": [], "not_video": []}
-    videos = _class_files(folder, skipped, folder)
-    for paths in skipped.values():
-        paths.sort()
-    return videos, skipped
+    videos = _class_files(Path(folder), skipped, Path(folder))
+    return videos, {reason: sorted(paths) for reason, paths in skipped.items()}
 
 
 def _group_of(rel: str, class_name: str, pattern: re.Pattern | None) -> str:
@@ -80,10 +73,8 @@ def _group_of(rel: str, class_name: str, pattern: re.Pattern | None) -> str:
 
 
 def scan_folder(root: str | Path, group_pattern: str = "") -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """All videos under root/<Class>/ as rows (video, class_name, group, clip), sorted by
-    class then path, and the entries skipped per reason (paths relative to root). `video` is
-    relative to root, `group` a string, `clip` a running number (1, 2, ...) within its group.
-    Raises UserError for a class folder without videos, or no class folder at all."""
+    """All videos under root/<Class>/ as rows (video, class_name, group, clip), sorted by class
+    then path (`clip` numbers a group's videos 1, 2, ...), and the entries skipped per reason."""
     root = Path(root)
     pattern = re.compile(group_pattern) if group_pattern else None
     skipped: dict[str, list[str]] = {reason: [] for reason in SKIP_REASONS}
@@ -97,12 +88,8 @@ def scan_folder(root: str | Path, group_pattern: str = "") -> tuple[pd.DataFrame
             videos = _class_files(entry, skipped, root)
             if not videos:
                 empty.append(entry.name)
-            clips_in_group: dict[str, int] = {}
-            for rel in videos:
-                group = _group_of(rel, entry.name, pattern)
-                clips_in_group[group] = clips_in_group.get(group, 0) + 1
-                rows.append({"video": f"{entry.name}/{rel}", "class_name": entry.name, "group": group,
-                             "clip": clips_in_group[group]})
+            rows += [{"video": f"{entry.name}/{rel}", "class_name": entry.name,
+                      "group": _group_of(rel, entry.name, pattern)} for rel in videos]
     if empty:
         raise UserError(f"class folder {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} under "
                         f"{root} holds no videos ({', '.join(e[1:] for e in VIDEO_EXTENSIONS)}): "
@@ -110,9 +97,9 @@ def scan_folder(root: str | Path, group_pattern: str = "") -> tuple[pd.DataFrame
     if not rows:
         raise UserError(f"no class folders under {root}: data.source folder reads "
                         "<data.root>/<Class>/<video file>, one folder per class")
-    for paths in skipped.values():
-        paths.sort()
-    return pd.DataFrame(rows, columns=["video", "class_name", "group", "clip"]), skipped
+    clips = pd.DataFrame(rows, columns=["video", "class_name", "group"])
+    clips["clip"] = clips.groupby(["class_name", "group"]).cumcount() + 1
+    return clips, {reason: sorted(paths) for reason, paths in skipped.items()}
 
 
 def empty_class_folders(root: str | Path) -> list[str]:

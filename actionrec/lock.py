@@ -1,12 +1,8 @@
 """requirements.lock, the full lock that `make venv` installs: read it and check it.
 
-`make lock` writes it (uv pip compile: every package, hashes, the platforms in pyproject.toml's
-[tool.uv] environments). Before installing, `make venv` runs
-
-    python -m actionrec.lock check            # one line and exit 2 if the lock can't serve here
-    python -m actionrec.lock select pip setuptools   # these entries, to install them first
-
-in a bare venv, so this module needs only the standard library and pip.
+`make lock` writes it (uv pip compile). `make venv` runs, in a bare venv (so this module needs only
+the standard library and pip), `python -m actionrec.lock check` (one line and exit 2 if the lock
+can't serve here), then `... select pip setuptools` (those entries, to install them first).
 """
 from __future__ import annotations
 
@@ -34,7 +30,7 @@ _HASH = re.compile(r"\s--hash=(\S+)")
 
 
 class LockError(Exception):
-    """A problem with the lock or requirements.txt that the user fixes (the message says how)."""
+    """A problem with the lock or requirements.txt; the message says how to fix it."""
 
 
 class LockEntry(NamedTuple):
@@ -48,7 +44,7 @@ class LockEntry(NamedTuple):
 def read_lock(path: Path = LOCK) -> list[LockEntry]:
     """Every entry of a pip-format lock: `name==version ; marker --hash=... --hash=...`."""
     entries = []
-    for text in _logical_lines(_read(path)):
+    for text in _logical_lines(path):
         hashes = _HASH.findall(text)
         requirement = _requirement(_HASH.sub("", text).strip(), path)
         pins = [spec.version for spec in requirement.specifier if spec.operator == "=="]
@@ -61,14 +57,7 @@ def read_lock(path: Path = LOCK) -> list[LockEntry]:
 
 def read_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
     """The direct requirements: one per line, comments and blank lines skipped."""
-    return [_requirement(line, path) for line in _logical_lines(_read(path))]
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise LockError(f"{path.name} is missing: check it out again from git, or run `make lock`") from None
+    return [_requirement(line, path) for line in _logical_lines(path)]
 
 
 def _requirement(text: str, path: Path) -> Requirement:
@@ -79,14 +68,14 @@ def _requirement(text: str, path: Path) -> Requirement:
         raise LockError(f"{path.name}: {text!r} is not a requirement ({reason})") from None
 
 
-def _logical_lines(text: str) -> list[str]:
-    """Lines with their backslash continuations joined; comments and blank lines dropped."""
-    lines = []
-    for line in re.sub(r"\\\n", " ", text).splitlines():
-        line = re.sub(r"(^|\s)#.*", "", line).strip()
-        if line:
-            lines.append(line)
-    return lines
+def _logical_lines(path: Path) -> list[str]:
+    """The file's lines with their backslash continuations joined; comments and blank lines dropped."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise LockError(f"{path.name} is missing: check it out again from git, or run `make lock`") from None
+    lines = (re.sub(r"(^|\s)#.*", "", line).strip() for line in re.sub(r"\\\n", " ", text).splitlines())
+    return [line for line in lines if line]
 
 
 def applies(marker: Marker | None, environment: dict[str, str] | None = None) -> bool:
@@ -155,7 +144,6 @@ def select(names: list[str]) -> str:
         raise LockError(f"requirements.lock has no {', '.join(sorted(missing))} for this "
                         f"platform: add it to requirements.txt and run `make lock`")
     return "".join(entry.text + "\n" for entry in chosen)
-
 
 
 def main(argv: list[str]) -> None:

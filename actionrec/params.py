@@ -1,9 +1,8 @@
 """Load params.yaml and validate every key, with one-line errors that say what to do.
 
 The schema is a pydantic model per section, unknown keys forbidden; every load checks the
-whole file against it (cheap, no torch). Checks that need more (torchvision for backbones,
-weights and preprocessing; the demo's class list) run for the sections a caller asks for,
-importing those modules only then: subset and split load params without torch.
+whole file against it (cheap, no torch: subset and split load params without it). What
+torchvision knows of the features section is checked by actionrec.backbone.check_features.
 """
 import difflib
 import functools

@@ -1,11 +1,12 @@
-"""PR review without a network: DVC's params and metrics diffs and the plots of dvc.yaml.
+"""PR review without a network: params, metrics and plots of the workspace against a revision.
 
     python -m actionrec.report report --base main   # report/report.md + one PNG a plot
+    python -m actionrec.report review --base main   # the same, against main reproduced here
     python -m actionrec.report plots [--base REV]   # report/plots.html, self-contained
 
-The plots are DVC's own Vega-Lite specs (`dvc plots diff --json`, from the plots that dvc.yaml's
-stages declare), rendered by vl-convert, which bundles Vega: no second plotting code
-and no fetch from a CDN, unlike the page `dvc plots show` writes.
+Params and metrics come from DVC's Python API (dvc.api.params_show, metrics_show); the plots are
+DVC's own Vega-Lite specs (`dvc plots diff --json`), rendered by vl-convert, which bundles Vega:
+no plotting code here, and no fetch from a CDN (which the page `dvc plots show` writes needs).
 """
 from __future__ import annotations
 
@@ -14,83 +15,123 @@ import html
 import json
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
+import dvc.api
 import pandas as pd
-import vl_convert
+import yaml
+from dvc.exceptions import DvcException
 
 from actionrec.errors import UserError, run_stage
+from actionrec.pipeline import paths
 
-
-def command(*args: str, cwd: Path | None = None) -> str:
-    """Stdout of a command (dvc, git); when it fails, a UserError with its last error line."""
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()] or ["no output"]
-        raise UserError(f"`{' '.join(args)}` failed: {lines[-1]}")
-    return result.stdout
-
-
-def dvc(*args: str) -> str:
-    return command("dvc", *args)
-
-
-def plot_specs(base: str | None) -> dict[str, dict]:
-    """Plot name -> Vega-Lite spec of the workspace's plots, with BASE's data overlaid if given.
-    Plots that only BASE defines (e.g. under an older dvc.yaml) are left out."""
-    out = dvc("plots", "diff", "--json", base) if base else dvc("plots", "show", "--json")
-    return {name: entry["content"] for name, entries in json.loads(out).get("data", {}).items()
-            for entry in entries if entry["type"] == "vega" and "workspace" in entry["revisions"]}
-
-
-# The numbers a reviewer looks for first (metrics/evaluate.json), in this order.
+# The numbers a reviewer looks for first, in this order; make verify holds each to one_video.
 HEADLINE = {"test_accuracy": "test accuracy", "test_macro_f1": "test macro-F1",
             "baseline_test_accuracy": "order-blind baseline accuracy",
+            "baseline_test_macro_f1": "order-blind baseline macro-F1",
             "temporal_gain_test_accuracy": "temporal gain (accuracy over the baseline)"}
-PER_CLASS_PLOT = "plots/per_class_test.csv"
 
 
-def evaluate_metrics(rev: str | None) -> dict:
-    """metrics/evaluate.json at a git revision (None: the workspace's); {} where there is none."""
-    if rev is None:
-        path = Path("metrics/evaluate.json")
-        return json.loads(path.read_text()) if path.is_file() else {}
-    shown = subprocess.run(["git", "show", f"{rev}:metrics/evaluate.json"], capture_output=True, text=True)
-    return json.loads(shown.stdout) if shown.returncode == 0 else {}
+def one_video(key: str, videos: int, classes: int) -> float:
+    """How far one test video can move a headline metric: 1/N of an accuracy, 2/C of a macro-F1
+    (the F1 of at most two classes, each by at most 1), twice 1/N of a gain (two accuracies)."""
+    return (2 / classes if "f1" in key else 1 / videos) * (2 if "gain" in key else 1)
 
 
-def headline_rows(base: str | None) -> list[list[str]]:
-    """[name, base, workspace, change] per headline metric (without base: [name, workspace])."""
-    head, old = evaluate_metrics(None), evaluate_metrics(base) if base else None
-    rows = []
-    for key, name in HEADLINE.items():
-        now = head.get(key)
-        if old is None:
-            rows.append([name, _number(now)])
-            continue
-        then = old.get(key)
-        change = f"{now - then:+.4f}" if isinstance(now, (int, float)) and isinstance(then, (int, float)) else "-"
-        rows.append([name, _number(then), _number(now), change])
-    return rows
+def command(*args: str, cwd: Path | None = None, timeout: float | None = None) -> str:
+    """Stdout of a command (dvc, git); when it fails, a UserError with its last error line. Temp
+    files, not pipes: `dvc queue start` leaves a daemon holding them, which a pipe would wait for."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        try:
+            code = subprocess.run(args, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                  text=True, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            raise UserError(f"`{' '.join(args)}` did not answer in {timeout:.0f} s") from None
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if code != 0:
+        lines = [line for line in (stderr or stdout).splitlines() if line.strip()] or ["no output"]
+        raise UserError(f"`{' '.join(args)}` failed: {lines[-1]}")
+    return stdout
 
 
-def _number(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else "-" if value is None else str(value)
+def stale() -> list[str]:
+    """The stages that `dvc status` finds out of date."""
+    return sorted(json.loads(command("dvc", "status", "--json", timeout=300) or "{}"))
 
 
-def one_video_note() -> str:
-    videos = evaluate_metrics(None).get("test_videos")
-    return (f"{videos} test videos: one video is {100 / videos:.1f} points of accuracy."
-            if videos else "")
+def git_show(rev: str, path: str) -> bytes | None:
+    """path as committed at rev; None where git has no such file there."""
+    result = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"train": {"head": "gru"}} -> {"train.head": "gru"}."""
+    out = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return out
+
+
+def changed(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ between two flat dicts (either may lack a key)."""
+    return [key for key in {**old, **new} if old.get(key) != new.get(key)]
+
+
+def moves(old: dict, new: dict) -> str:
+    """"key old -> new" for each key whose value differs."""
+    return ", ".join(f"{key} {old.get(key)} -> {new.get(key)}" for key in changed(old, new))
+
+
+def results(rev: str | None) -> tuple[dict, dict]:
+    """(params, metrics) at a git revision (None: the workspace), flat, through DVC's API. A
+    metrics file that dvc.yaml declares but the revision or the workspace lacks is left out
+    (DVC 3.67 fails on it, even at a revision that has it, when the workspace does not)."""
+    try:
+        params = flatten(dvc.api.params_show(rev=rev))
+        try:
+            return params, flatten(dvc.api.metrics_show(rev=rev))
+        except FileNotFoundError:
+            stages = yaml.safe_load(git_show(rev, "dvc.yaml") if rev else Path("dvc.yaml").read_text())["stages"]
+            files = [next(iter(entry)) if isinstance(entry, dict) else entry
+                     for stage in stages.values() for entry in stage.get("metrics", [])]
+            there = [f for f in files if Path(f).is_file() and (rev is None or git_show(rev, f) is not None)]
+            return params, flatten(dvc.api.metrics_show(*there, rev=rev)) if there else {}
+    except (DvcException, OSError) as error:
+        raise UserError(f"no params or metrics at {rev or 'the workspace'}: {error}") from None
+
+
+def fmt(value) -> str:
+    return "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def rows(old: dict | None, new: dict, keys, names: dict | None = None) -> list[list[str]]:
+    """[name, old, new, change] per key (without old: [name, new])."""
+    out = []
+    for key in keys:
+        name, then, now = (names or {}).get(key, key), (old or {}).get(key), new.get(key)
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (then, now))
+        change = "" if then == now else f"{now - then:+.4g}" if numbers else "changed"
+        out.append([name, fmt(now)] if old is None else [name, fmt(then), fmt(now), change])
+    return out
+
+
+def markdown(header: list[str], body: list[list[str]]) -> str:
+    return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *body])
+
+
+def one_video_note(metrics: dict) -> str:
+    videos = metrics.get("test_videos")
+    return f"{videos} test videos: one video is {100 / videos:.1f} points of accuracy." if videos else ""
 
 
 def per_class_note() -> str | None:
     """Why the per-class chart is not drawn, when every class has only 1-2 test videos: each
     bar could only be 0, 0.5 or 1, and the chart would say nothing."""
-    path = Path("plots/confusion_test.csv")
-    if not path.is_file():
-        return None
-    counts = pd.read_csv(path)["actual"].value_counts()
+    path = Path(paths("evaluate")["confusion"])
+    counts = pd.read_csv(path)["actual"].value_counts() if path.is_file() else pd.Series()
     if counts.empty or counts.max() > 2:
         return None
     return (f"Per-class test accuracy is not drawn: every class has {counts.min()}-{counts.max()} test "
@@ -98,66 +139,64 @@ def per_class_note() -> str | None:
             "went wrong; a larger test split (more videos a class) makes the chart meaningful.")
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows])
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def table_or_none(markdown: str, none: str) -> str:
-    # dvc prints nothing, or a header alone, when there is no row
-    return markdown.strip() if markdown.strip().count("\n") >= 2 else none
+def plot_specs(base: str | None) -> tuple[dict[str, dict], dict[str, str]]:
+    """(plot name -> Vega-Lite spec, with BASE's data overlaid if given; plot name -> why it
+    is not drawn). Plots that only BASE defines (e.g. under an older dvc.yaml) are left out."""
+    out = command("dvc", "plots", "diff", "--json", base) if base else command("dvc", "plots", "show", "--json")
+    specs = {name: entry["content"] for name, entries in json.loads(out).get("data", {}).items()
+             for entry in entries if entry["type"] == "vega" and "workspace" in entry["revisions"]}
+    note, per_class = per_class_note(), paths("evaluate")["per_class_csv"]
+    notes = {per_class: note} if note and per_class in specs else {}
+    return {name: spec for name, spec in specs.items() if name not in notes}, notes
 
 
 def write_report(base: str, out: Path, label: str | None = None) -> Path:
     """report.md and its PNGs in OUT, workspace vs BASE (named `label` in the title, if
-    given): the headline metrics first, then only the params and metrics that changed, the
-    full tables folded, then the plots."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    given): the headline metrics first, then only the params and metrics that changed, all of
+    them folded, then the plots."""
+    import vl_convert
+
     name = label or base
-    headline = markdown_table(["", f"`{name}`", "workspace", "change"], headline_rows(base))
-    params = table_or_none(dvc("params", "diff", "--md", base), "No param changed.")
-    metrics = table_or_none(dvc("metrics", "diff", "--md", base), "No metric changed.")
-    all_params = table_or_none(dvc("params", "diff", "--md", "--all", base), "No params found.")
-    all_metrics = table_or_none(dvc("metrics", "diff", "--md", "--all", base), "No metrics found.")
-    specs = plot_specs(base)
+    (old_params, old_metrics), (params, metrics) = results(base), results(None)
+    head = command("git", "rev-parse", "--short", "HEAD").strip()
+    columns = [f"`{name}`", "workspace", "change"]
+    lines = [f"# Experiment report: `{name}` vs workspace (HEAD {head})", "",
+             markdown(["", *columns], rows(old_metrics, metrics, HEADLINE, HEADLINE)), "",
+             one_video_note(metrics), ""]
+    tables = [("Param", old_params, params), ("Metric", old_metrics, metrics)]
+    for kind, old, new in tables:
+        keys = changed(old, new)
+        lines += [f"## {kind}s changed", "",
+                  markdown([kind, *columns], rows(old, new, keys)) if keys else f"No {kind.lower()} changed.", ""]
+    lines += ["<details><summary>All params and metrics</summary>", ""]
+    lines += [markdown([kind, *columns], rows(old, new, {**old, **new})) + "\n" for kind, old, new in tables]
+    lines += ["</details>", "", "## Plots", ""]
+    specs, notes = plot_specs(base)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Experiment report: `{name}` vs workspace (HEAD {head or '?'})", "",
-             headline, "", one_video_note(), "",
-             "## Params changed", "", params, "", "## Metrics changed", "", metrics, "",
-             "<details><summary>All params and metrics</summary>", "", all_params, "", all_metrics, "",
-             "</details>", "", "## Plots", ""]
-    skipped = per_class_note()
-    for name, spec in specs.items():
-        if name == PER_CLASS_PLOT and skipped:
-            lines += [f"### {name}", "", skipped, ""]
-            continue
-        image = f"{slug(name)}.png"
+    for plot, spec in specs.items():
+        image = re.sub(r"[^a-z0-9]+", "-", plot.lower()).strip("-") + ".png"
         (out / image).write_bytes(vl_convert.vegalite_to_png(spec, scale=1))
-        lines += [f"### {name}", "", f"![{name}]({image})", ""]
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    return report
+        lines += [f"### {plot}", "", f"![{plot}]({image})", ""]
+    lines += [line for plot, note in notes.items() for line in (f"### {plot}", "", note, "")]
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"
 
 
 def write_html(base: str | None, path: Path) -> Path:
     """One page with every plot; Vega, Vega-Lite and vega-embed inlined, so it draws offline.
     When all charts have drawn, <body> gets data-rendered="<count>" (the browser test reads it)."""
-    specs = plot_specs(base)
-    skipped = per_class_note()
-    notes = {PER_CLASS_PLOT: skipped} if skipped and PER_CLASS_PLOT in specs else {}
-    specs = {name: spec for name, spec in specs.items() if name not in notes}
-    # "</" inside an inline <script> would end it early
-    data = json.dumps(list(specs.values())).replace("</", "<\\/")
+    import vl_convert
+
+    specs, notes = plot_specs(base)
+    metrics = results(None)[1]
     header = ["", base, "workspace", "change"] if base else ["", "workspace"]
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-                   for row in headline_rows(base))
-    headline = ("<table><tr>" + "".join(f"<th>{html.escape(cell)}</th>" for cell in header) + "</tr>"
-                + rows + f"</table><p>{html.escape(one_video_note())}</p>")
+    table = [header, *rows(results(base)[1] if base else None, metrics, HEADLINE, HEADLINE)]
+    cells = lambda row, tag: "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in row)  # noqa: E731
+    headline = ("<table>" + "".join(f"<tr>{cells(row, 'th' if i == 0 else 'td')}</tr>" for i, row in enumerate(table))
+                + f"</table><p>{html.escape(one_video_note(metrics))}</p>")
     divs = "\n".join([f'<h2>{name}</h2><div id="plot{i}"></div>' for i, name in enumerate(specs)] +
                      [f"<h2>{name}</h2><p>{html.escape(note)}</p>" for name, note in notes.items()])
+    data = json.dumps(list(specs.values())).replace("</", "<\\/")  # "</" would end the <script>
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Plots</title>
 <script>{vl_convert.javascript_bundle()}</script></head>
@@ -177,17 +216,49 @@ Promise.all(specs.map((spec, i) => vegaEmbed("#plot" + i, spec, {{renderer: "svg
     return path
 
 
+def reproduce(base: str) -> str:
+    """`make review`: features, so metrics, differ slightly from machine to machine
+    (docs/reproducibility.md), and against BASE's committed metrics a head reproduced here would
+    show what the machine changed. So BASE is reproduced here too, in a temporary git worktree on
+    this repository's DVC cache and run-cache (what base and head share runs once); the commit of
+    its results, on the private ref refs/review/base, is what the workspace is reported against."""
+    commit = command("git", "rev-parse", "--verify", f"{base}^{{commit}}").strip()
+    cache = Path(command("dvc", "cache", "dir").strip()).resolve()
+    with tempfile.TemporaryDirectory(prefix="review-base-") as tmp:
+        tree = Path(tmp) / "base"
+        command("git", "worktree", "add", "--detach", "--quiet", str(tree), commit)
+        try:
+            command("dvc", "cache", "dir", "--local", str(cache), cwd=tree)
+            # data versioned with `dvc add` (real UCF-101) comes from the shared cache
+            subprocess.run(["dvc", "checkout", "--quiet"], cwd=tree, capture_output=True)
+            print(f"reproducing {base} ({commit[:8]}) here, on this repository's DVC cache")
+            command("dvc", "repro", cwd=tree)
+            command("git", "add", "-A", "dvc.lock", "metrics", "plots", cwd=tree)
+            command("git", "-c", "user.name=review", "-c", "user.email=review@localhost", "commit", "--quiet",
+                    "--allow-empty", "-m", f"{base} reproduced on this machine (make review)", cwd=tree)
+            reproduced = command("git", "rev-parse", "HEAD", cwd=tree).strip()
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], capture_output=True)
+    command("git", "update-ref", "refs/review/base", reproduced)
+    return reproduced
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["report", "plots"])
+    parser.add_argument("what", choices=["report", "review", "plots"])
     parser.add_argument("--base", help="git revision to compare the workspace with "
-                        "(report: default main; plots: none, the workspace alone)")
+                        "(report, review: default main; plots: none, the workspace alone)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report)")
     args = parser.parse_args()
-    if args.what == "report":
-        print(write_report(args.base or "main", args.out))
-    else:
+    base = args.base or "main"
+    if args.what == "plots":
         print(write_html(args.base, args.out / "plots.html"))
+    elif args.what == "report":
+        print(write_report(base, args.out))
+    elif stale():
+        raise UserError("the workspace is not reproduced (dvc status is not clean): run 'make repro' first")
+    else:
+        print(write_report(reproduce(base), args.out, label=f"{base} (reproduced here)"))
 
 
 if __name__ == "__main__":

@@ -6,16 +6,18 @@
 outputs kept in git (metrics and plots, `cache: false`) of runs that are not in the workspace
 (DVC 3.67). A teammate's `dvc exp run --pull -S train.lr=3e-4` then finds the run but cannot
 restore it, and trains again. So this pushes, after `dvc push --run-cache`, the outputs of
-every saved run, through DVC's own run-cache and remote code. Teammates need nothing but DVC:
+every saved run, through DVC's own run-cache and remote code: no public API does it, and
+tests/test_review.py pins the internals used. Teammates need nothing but DVC:
 `dvc pull --run-cache`, then `dvc repro` or `dvc exp run --pull -S ...`."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from dvc.exceptions import DvcException
 from dvc.repo import Repo
+
+from actionrec.errors import UserError, run_stage
 
 
 def run_cache_entries(repo: Repo) -> list[tuple[str, str]]:
@@ -26,23 +28,22 @@ def run_cache_entries(repo: Repo) -> list[tuple[str, str]]:
 
 def push(remote: str | None = None) -> int:
     """dvc push --run-cache, then the outputs of every saved run; the number of files sent."""
-    repo = Repo()
-    pushed = repo.push(remote=remote, run_cache=True)
-    for objs in repo.stage_cache.get_used_objs(run_cache_entries(repo), force=True).values():
-        pushed += len(repo.cloud.push(objs, remote=remote).transferred)
-    print(f"pushed {pushed} files; {len(run_cache_entries(repo))} saved runs are on the remote")
+    try:
+        with Repo() as repo:
+            pushed = repo.push(remote=remote, run_cache=True)
+            for objs in repo.stage_cache.get_used_objs(run_cache_entries(repo), force=True).values():
+                pushed += len(repo.cloud.push(objs, remote=remote).transferred)
+            print(f"pushed {pushed} files; {len(run_cache_entries(repo))} saved runs are on the remote")
+    except DvcException as error:  # no remote set, remote unreachable, ...
+        raise UserError(" ".join(str(error).split()) or type(error).__name__) from None
     return pushed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--remote", help="the DVC remote (default: the project's default remote)")
-    try:
-        push(parser.parse_args().remote)
-    except DvcException as error:  # no remote set, remote unreachable, ...
-        print(f"error: {' '.join(str(error).split()) or type(error).__name__}", file=sys.stderr)
-        raise SystemExit(2) from None
+    push(parser.parse_args().remote)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

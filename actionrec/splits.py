@@ -6,6 +6,7 @@ recognition of that scene, not of the action: whole groups go to one split.
 """
 from __future__ import annotations
 
+import itertools
 import zlib
 
 import numpy as np
@@ -45,11 +46,8 @@ def choose_subset(clips: pd.DataFrame, classes: list[str], num_classes: int,
         rows = clips[clips["class_name"] == class_name].sort_values(["group", "clip"])
         queues = [list(g.index[rng.permutation(len(g))]) for _, g in rows.groupby("group")]
         queues = [queues[i] for i in rng.permutation(len(queues))]  # no group always first
-        picked = []
-        while len(picked) < videos_per_class and any(queues):
-            for queue in queues:
-                if queue and len(picked) < videos_per_class:
-                    picked.append(queue.pop(0))
+        rounds = itertools.zip_longest(*queues)  # one clip of each group in turn
+        picked = [index for row in rounds for index in row if index is not None][:videos_per_class]
         kept.append(clips.loc[picked].assign(label=label))
     subset = pd.concat(kept).sort_values(["label", "group", "clip"])
     return subset[["video", "label", "class_name", "group", "clip"]].reset_index(drop=True)
@@ -97,12 +95,10 @@ def official_split(subset: pd.DataFrame, test_list: list[str], fractions: dict[s
                    seed: int) -> pd.Series:
     """test = the official test list restricted to the subset, exactly; val = whole groups
     carved out of the official train part."""
-    in_test = subset["video"].isin(set(test_list))
     result = pd.Series("test", index=subset.index)
-    train_part = subset[~in_test]
-    share = {"train": fractions["train"], "val": fractions["val"]}
-    total = sum(share.values())
-    result[train_part.index] = group_split(train_part, {k: v / total for k, v in share.items()}, seed)
+    train_part = subset[~subset["video"].isin(set(test_list))]
+    total = fractions["train"] + fractions["val"]
+    result[train_part.index] = group_split(train_part, {k: fractions[k] / total for k in ("train", "val")}, seed)
     return result
 
 

@@ -7,7 +7,9 @@ ignores frame order cannot tell the two classes of a pair apart.
 """
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import av
@@ -57,49 +59,36 @@ def _scene(rng: np.random.Generator, width: int, height: int) -> dict:
     }
 
 
-def _pose(motion: str, t: float, jitter: np.ndarray) -> dict:
-    """Object and camera state at time t in [0, 1] (scene coordinates centred on 0)."""
-    a, b = jitter  # per-clip variation in path length / offset
-    x, y, scale, angle, alpha, stretch, zoom = 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0
-    s = 2 * t - 1  # -1 .. 1
-    if motion == "slide_x":
-        x, y = 110 * a * s, 40 * b
-    elif motion == "slide_y":
-        x, y = 60 * b, 80 * a * s
-    elif motion == "slide_diag":
-        x, y = 100 * a * s, 75 * a * s
-    elif motion == "slide_antidiag":
-        x, y = -100 * a * s, 75 * a * s
-    elif motion == "grow":
-        scale = 0.4 + 1.4 * t
-    elif motion == "rotate":
-        angle = 1.5 * np.pi * t * a
-    elif motion == "orbit":
-        phi = 2 * np.pi * (0.85 * t + 0.05 * b) - np.pi / 2  # starts near the top
-        x, y = 90 * math.cos(phi), 70 * math.sin(phi)
-    elif motion == "fade":
-        alpha = t
-    elif motion == "stretch":
-        stretch = 1.7 ** s  # width / height from wide to tall
-    elif motion == "zoom":  # around the frame centre, so an off-centre object also drifts out
-        zoom = 1.0 + 0.9 * t
-        x, y = 60 * np.sign(b), 40 * b
-    elif motion == "split":
-        x = 20 + 100 * t * a  # second copy drawn mirrored at -x
-    elif motion == "spiral":
-        phi = 3 * np.pi * t + 0.3 * b
-        x, y = 100 * t * math.cos(phi), 80 * t * math.sin(phi)
-    elif motion == "shake":
-        x = 60 * math.sin(6 * np.pi * t) * a
-    return {"x": x, "y": y, "scale": scale, "angle": angle, "alpha": alpha, "stretch": stretch,
-            "zoom": zoom, "mirror": motion == "split"}
+def _circle(rx: float, ry: float, phi: float) -> dict:
+    return {"x": rx * math.cos(phi), "y": ry * math.sin(phi)}
+
+
+# What each base motion moves at time t in [0, 1] (s = 2t - 1, from -1 to 1), with the clip's
+# jitter a, b (path length, offset); everything else keeps POSE_AT_REST. Scene coordinates centre on 0.
+MOTIONS = {
+    "slide_x": lambda t, s, a, b: {"x": 110 * a * s, "y": 40 * b},
+    "slide_y": lambda t, s, a, b: {"x": 60 * b, "y": 80 * a * s},
+    "slide_diag": lambda t, s, a, b: {"x": 100 * a * s, "y": 75 * a * s},
+    "slide_antidiag": lambda t, s, a, b: {"x": -100 * a * s, "y": 75 * a * s},
+    "grow": lambda t, s, a, b: {"scale": 0.4 + 1.4 * t},
+    "rotate": lambda t, s, a, b: {"angle": 1.5 * np.pi * t * a},
+    "orbit": lambda t, s, a, b: _circle(90, 70, 2 * np.pi * (0.85 * t + 0.05 * b) - np.pi / 2),  # from the top
+    "fade": lambda t, s, a, b: {"alpha": t},
+    "stretch": lambda t, s, a, b: {"stretch": 1.7 ** s},  # width / height from wide to tall
+    # around the frame centre, so an off-centre object also drifts out
+    "zoom": lambda t, s, a, b: {"zoom": 1.0 + 0.9 * t, "x": 60 * np.sign(b), "y": 40 * b},
+    "split": lambda t, s, a, b: {"x": 20 + 100 * t * a, "mirror": True},  # a second copy mirrored at -x
+    "spiral": lambda t, s, a, b: _circle(100 * t, 80 * t, 3 * np.pi * t + 0.3 * b),
+    "shake": lambda t, s, a, b: {"x": 60 * math.sin(6 * np.pi * t) * a},
+}
+POSE_AT_REST = {"x": 0.0, "y": 0.0, "scale": 1.0, "angle": 0.0, "alpha": 1.0, "stretch": 1.0, "zoom": 1.0,
+                "mirror": False}
 
 
 def _draw(scene: dict, pose: dict, width: int, height: int, grid: tuple) -> np.ndarray:
     """Rasterise one frame: camera transform to scene coordinates, then background + object."""
     px, py = grid  # pixel coordinates centred on the frame centre
-    sx = px / pose["zoom"]
-    sy = py / pose["zoom"]
+    sx, sy = px / pose["zoom"], py / pose["zoom"]
     bg = scene["background"]
     bx = np.clip((sx + bg.shape[1] / 2).astype(np.int32), 0, bg.shape[1] - 1)
     by = np.clip((sy + bg.shape[0] / 2).astype(np.int32), 0, bg.shape[0] - 1)
@@ -144,7 +133,8 @@ def render_clip(motion: str, backwards: bool, scene: dict, rng: np.random.Genera
     py, px = np.mgrid[0:height, 0:width].astype(np.float32)
     grid = (px - width / 2, py - height / 2)
     times = np.linspace(0.0, 1.0, num_frames)
-    frames = np.stack([_draw(scene, _pose(motion, t, jitter), width, height, grid) for t in times])
+    poses = [POSE_AT_REST | MOTIONS[motion](t, 2 * t - 1, *jitter) for t in times]
+    frames = np.stack([_draw(scene, pose, width, height, grid) for pose in poses])
     return frames[::-1].copy() if backwards else frames
 
 
@@ -173,20 +163,24 @@ def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
 ENCODER_OPTIONS = {"threads": "1", "flags": "+bitexact", "dct": "fastint", "idct": "simple"}
 
 
-def write_avi(path: Path, frames: np.ndarray, fps: int) -> None:
+def write_avi(path: Path, frames: Iterable[np.ndarray], fps: int, gop: int | None = None) -> None:
     """Write MPEG-4 part 2 in AVI, the codec and container of UCF-101, byte-identical on any
-    machine (ENCODER_OPTIONS, rgb_to_yuv420p); atomic rename. Width and height must be even."""
+    machine (ENCODER_OPTIONS, rgb_to_yuv420p); atomic rename. Width and height must be even;
+    gop: frames between keyframes (None: FFmpeg's default)."""
     tmp = path.with_name(path.name + ".tmp.avi")
-    height, width = frames.shape[1:3]
+    frames = iter(frames)
+    first = next(frames)
+    height, width = first.shape[:2]
     if height % 2 or width % 2:
         raise ValueError(f"frames must have an even width and height for yuv420p, got {width}x{height}")
     with av.open(str(tmp), mode="w", format="avi", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream("mpeg4", rate=fps, options=ENCODER_OPTIONS)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.bit_rate = 600_000
         stream.codec_context.thread_count = 1
-        for frame in frames:
+        if gop:
+            stream.codec_context.gop_size = gop
+        for frame in itertools.chain([first], frames):
             picture = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")
             for packet in stream.encode(picture):
                 container.mux(packet)

@@ -8,7 +8,6 @@ import pandas as pd
 
 LISTS_DIR = Path(__file__).parent / "ucf101_lists"
 CLIP_NAME = re.compile(r"^v_(?P<cls>[A-Za-z0-9]+)_g(?P<group>\d+)_c(?P<clip>\d+)\.avi$")
-COLUMNS = ["video", "label", "class_name", "group", "clip"]
 
 
 def parse_clip_name(filename: str) -> tuple[str, int, int]:
@@ -28,7 +27,7 @@ def scan_dataset(root: str | Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]
     rows, rejected = [], []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if len(path.relative_to(root).parts) != 2:
+        if rel.count("/") != 1:
             rejected.append((rel, "not in a <Class>/ folder directly under data.root"))
             continue
         class_name = path.parent.name

@@ -3,14 +3,11 @@
     python -m actionrec.verify [--rev HEAD]       # one line per artifact; exit 1 only beyond tolerance
     python -m actionrec.verify --write-reference  # the machine that commits dvc.lock: reference/features.npz
 
-Three levels, as the README's "Reproducibility" section states them:
-- data stages (synthesize, subset, split): identical bytes on any machine: their outputs'
-  hashes in the workspace's dvc.lock equal the committed dvc.lock's;
-- features: floating point differs by CPU instruction set, thread count, GPU and precision,
-  so a few reference clips are extracted again here and compared with the features the
-  committing machine stored in reference/features.npz: max relative L2 distance within the
-  tolerance measured for the precision (bench/tolerance.py measures them);
-- headline metrics: equal to the committed ones, or within what one test video changes.
+Every output in dvc.lock that differs from the commit is named, with how far. What may differ
+(docs/reproducibility.md): data stages, nothing; features, by floating point (CPU instruction
+set, threads, GPU, precision), so a few reference clips are extracted again and compared with
+those the committing machine stored, within TOLERANCE; what follows from the features (model,
+curves) is reported; headline metrics and test predictions, within one test video.
 """
 from __future__ import annotations
 
@@ -18,7 +15,6 @@ import argparse
 import io
 import json
 import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -28,52 +24,67 @@ import yaml
 from actionrec.errors import UserError, run_stage
 from actionrec.params import load_params
 from actionrec.pipeline import paths
+from actionrec.report import HEADLINE, changed, flatten, git_show, moves, one_video, results, stale
 
 DATA_STAGES = ("synthesize", "subset", "split")
 REFERENCE = Path("reference/features.npz")
 REFERENCE_CLIPS = 4
-# The features params that, with the videos, fix the reference's values (+ the resolved precision).
-REFERENCE_KEYS = ("num_frames", "backbone", "weights", "resize", "crop", "interpolation", "seed")
-# Max relative L2 distance of a re-extracted reference frame feature from the committed one,
-# per precision used here; measured with bench/tolerance.py on the demo's reference clips
-# (README: Reproducibility). fp32: 0 with 1 or 2 threads, 1.3e-7 compiled, 2e-7 with AVX2
-# instead of AVX-512 kernels, 5e-4 with SSE4.1 kernels (a different convolution algorithm: the
-# stand-in for other CPU families and GPUs, which are not measured). bf16: 0.0048-0.0049, native
-# or emulated; fp16: 0.0006. Each tolerance is 4x the largest measured difference and well
-# below the smallest distance between frames of two different demo clips (0.054), so a wrong
-# clip, decoder colour or preprocessing fails; two sampled frames of one clip can be as close
-# as 0.001, so frame indices are checked by the decoder tests, not here.
+# Max relative L2 distance of a re-extracted reference frame feature from the committed one, per
+# precision used here: 4x the largest that bench/tolerance.py measured (docs/reproducibility.md),
+# well below the distance between frames of two demo clips (0.054): a wrong clip, decoder colour
+# or preprocessing fails. Frames of one clip can be 0.001 apart: the decoder tests check indices.
 TOLERANCE = {"fp32": 0.002, "bf16": 0.02, "fp16": 0.02}
-HEADLINE = ("test_accuracy", "test_macro_f1", "baseline_test_accuracy", "baseline_test_macro_f1")
 
 
-def git_show(rev: str, path: str) -> bytes:
-    """A file as committed at rev; UserError if git has no such file there."""
-    result = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True)
-    if result.returncode != 0:
-        raise UserError(f"git has no {path} at {rev}: commit it first (or pass --rev)")
-    return result.stdout
+def verdict(distance: float, tolerance: float) -> str:
+    return "identical" if distance == 0 else "within tolerance" if distance <= tolerance else "differs"
 
 
-def stage_outputs(lock: dict, stage: str) -> dict[str, str]:
-    """{output path: hash} of a stage in a parsed dvc.lock."""
-    entry = lock.get("stages", {}).get(stage, {})
-    return {out["path"]: out.get("md5") or out.get("hash") for out in entry.get("outs", [])}
+def lock_outputs(lock: dict) -> dict[str, tuple[str, str | None]]:
+    """{output path: (stage, hash)} of every stage in a parsed dvc.lock."""
+    return {out["path"]: (stage, out.get("md5") or out.get("hash"))
+            for stage, entry in (lock or {}).get("stages", {}).items() for out in entry.get("outs", [])}
 
 
-def check_data_stages(committed: dict, workspace: dict) -> list[tuple[str, str]]:
-    """(verdict, text) per output of the data stages: hashes equal, or not."""
+def how_far(path: str, old: bytes, new: bytes) -> str:
+    """What differs between two versions of an output kept in git: the JSON values that
+    moved, or a table's differing rows and largest numeric difference."""
+    try:
+        if path.endswith(".json"):
+            return moves(flatten(json.loads(old)), flatten(json.loads(new)))
+        if path.endswith((".csv", ".tsv")):
+            sep = "\t" if path.endswith(".tsv") else ","
+            a, b = (pd.read_csv(io.BytesIO(data), sep=sep) for data in (old, new))
+            if a.shape != b.shape or list(a.columns) != list(b.columns):
+                return f"{len(a)} rows -> {len(b)} rows"
+            numeric = a.select_dtypes("number").columns.intersection(b.select_dtypes("number").columns)
+            largest = float((a[numeric] - b[numeric]).abs().max().max()) if len(numeric) else 0.0
+            return (f"{int((a != b).any(axis=1).sum())} of {len(a)} rows differ"
+                    + (f", max abs difference {largest:.2g}" if largest else ""))
+    except (ValueError, pd.errors.ParserError):
+        pass
+    return ""  # the caller says that the content differs
+
+
+def check_outputs(rev: str) -> list[tuple[str, str]]:
+    """One line per output in dvc.lock: identical to the commit's (the bytes of one kept in git,
+    else the hash), or how far from it. A data stage's output must be identical; the others follow
+    from the features, which check_features judges: their differences are reported, not failed."""
+    theirs = lock_outputs(yaml.safe_load(git_show(rev, "dvc.lock")))
+    ours = lock_outputs(yaml.safe_load(Path("dvc.lock").read_text()))
     lines = []
-    for stage in DATA_STAGES:
-        if committed["stages"][stage].get("params") != workspace["stages"].get(stage, {}).get("params"):
-            lines.append(("differs", f"{stage}: run with other params than the commit's "
-                                     "(git checkout -- params.yaml && dvc repro)"))
-            continue
-        ours = stage_outputs(workspace, stage)
-        for path, md5 in stage_outputs(committed, stage).items():
-            verdict = "identical" if ours.get(path) == md5 else "differs"
-            lines.append((verdict, f"{path} ({stage}): {ours.get(path)}"
-                          + ("" if verdict == "identical" else f" vs committed {md5}")))
+    for path in {**theirs, **ours}:
+        stage = (theirs.get(path) or ours[path])[0]
+        old = git_show(rev, path)
+        if old is not None and Path(path).is_file():  # kept in git: the bytes
+            new = Path(path).read_bytes()
+            same, detail = old == new, how_far(path, old, new)
+        else:
+            old, new = (lock.get(path, (stage, None))[1] for lock in (theirs, ours))
+            same, detail = old == new, f"hash {str(new)[:8]} vs committed {str(old)[:8]}"
+        lines.append(("identical", f"{path} ({stage})") if same else
+                     ("differs" if stage in DATA_STAGES else "within tolerance",
+                      f"{path} ({stage}): {detail or 'content differs'}"))
     return lines
 
 
@@ -83,7 +94,7 @@ def reference_videos(video_list: pd.Series, count: int = REFERENCE_CLIPS) -> lis
     return list(video_list.iloc[::step][:count])
 
 
-def extract_clips(paths: list[str], features_cfg: dict, runtime_cfg: dict, compiled: bool = False,
+def extract_clips(videos: list[str], features_cfg: dict, runtime_cfg: dict, compiled: bool = False,
                   ) -> tuple[np.ndarray, str]:
     """float32 [K, T, D] features of the clips through the features stage's own code path
     (decoding, preprocessing, backbone), one clip a batch, eager unless compiled; and the
@@ -95,10 +106,10 @@ def extract_clips(paths: list[str], features_cfg: dict, runtime_cfg: dict, compi
     cfg, device = resolve_runtime(features_cfg, {**runtime_cfg, "compile": compiled, "num_workers": 0,
                                                  "batch_frames": features_cfg["num_frames"]})
     model = inference_backbone(cfg, device, cfg["batch_frames"])
-    out = [None] * len(paths)
-    for index, feats, error, *_ in iter_features(model, paths, cfg):
+    out = [None] * len(videos)
+    for index, feats, error, *_ in iter_features(model, videos, cfg):
         if feats is None:
-            raise UserError(f"cannot decode reference clip {paths[index]} ({error}): run 'make repro' first")
+            raise UserError(f"cannot decode reference clip {videos[index]} ({error}): run 'make repro' first")
         out[index] = feats.astype(np.float32)
     return np.stack(out), cfg["precision"]
 
@@ -112,13 +123,12 @@ def write_reference(params: dict) -> Path:
     """Extract the reference clips on this machine, in fp32, and save them with what made them."""
     from actionrec.download import sha256_of
 
-    features = dict(params["features"], precision="fp32")
+    features = dict(params["features"], precision="fp32")  # with the videos, what fixes its values
     root = Path(params["data"]["root"])
     videos = reference_videos(pd.read_csv(paths("features")["video_list"], keep_default_na=False)["video"])
     feats, _ = extract_clips([str(root / v) for v in videos], features, params["runtime"])
-    meta = {"videos": videos, "sha256": [sha256_of(root / v) for v in videos],
-            "params": {k: features[k] for k in REFERENCE_KEYS}, "precision": "fp32",
-            "machine": f"{platform.system()} {platform.machine()} {cpu_name()}"}
+    meta = {"videos": videos, "sha256": [sha256_of(root / v) for v in videos], "params": features,
+            "precision": "fp32", "machine": f"{platform.system()} {platform.machine()} {cpu_name()}"}
     REFERENCE.parent.mkdir(exist_ok=True)
     buffer = io.BytesIO()  # np.savez_compressed writes zip timestamps: save, then write the bytes
     np.savez(buffer, features=feats, meta=json.dumps(meta, sort_keys=True))
@@ -127,91 +137,78 @@ def write_reference(params: dict) -> Path:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                platform.processor() or "unknown CPU")
 
 
-def check_features(params: dict, reference: bytes) -> tuple[str, str]:
+def check_features(params: dict, reference: bytes | None) -> tuple[str, str]:
     """Re-extract the reference clips here; compare with the committed reference (npz bytes)."""
     from actionrec.download import sha256_of
 
+    if reference is None:
+        return "differs", f"{REFERENCE} is not committed: write it with --write-reference and commit it"
     saved = np.load(io.BytesIO(reference))
     meta = json.loads(str(saved["meta"]))
-    features = params["features"]
-    if meta["params"] != {k: features[k] for k in REFERENCE_KEYS}:
+    if meta["params"] != dict(params["features"], precision="fp32"):
         return "differs", (f"{REFERENCE} was made with other features params ({meta['params']}): "
                            "write it again with --write-reference")
     root = Path(params["data"]["root"])
-    paths = [root / v for v in meta["videos"]]
-    if [sha256_of(p) if p.is_file() else None for p in paths] != meta["sha256"]:
+    clips = [root / v for v in meta["videos"]]
+    if [sha256_of(p) if p.is_file() else None for p in clips] != meta["sha256"]:
         return "differs", f"the reference clips under {root} are not the committed videos: run 'make repro'"
-    feats, precision = extract_clips([str(p) for p in paths], features, params["runtime"])
+    feats, precision = extract_clips([str(p) for p in clips], params["features"], params["runtime"])
     distance = float(relative_l2(feats, saved["features"]).max())
-    tolerance = TOLERANCE[precision]
-    verdict = "identical" if distance == 0 else "within tolerance" if distance <= tolerance else "differs"
-    return verdict, (f"features of {len(paths)} reference clips ({precision} here, fp32 on "
-                     f"{meta['machine']}): max relative L2 {distance:.2g} (tolerance {tolerance:g})")
+    return verdict(distance, TOLERANCE[precision]), (
+        f"features of {len(clips)} reference clips ({precision} here, fp32 on {meta['machine']}): "
+        f"max relative L2 {distance:.2g} (tolerance {TOLERANCE[precision]:g})")
 
 
-def check_metrics(committed: dict, workspace: dict, test_videos: int, classes: int) -> list[tuple[str, str]]:
-    """Headline metrics: equal, or within what one test video changes: 1/N of accuracy, and
-    2/C of macro-F1 (one video changes the F1 of at most two classes, each by at most 1)."""
+def check_metrics(committed: dict, workspace: dict) -> list[tuple[str, str]]:
+    """Headline metrics: equal, or within what one test video changes."""
     lines = []
-    for key in HEADLINE:
-        if key not in committed:
-            continue
+    for key in (key for key in HEADLINE if key in committed):
         ours, theirs = workspace.get(key), committed[key]
-        tolerance = (1 / test_videos if "accuracy" in key else 2 / classes) + 1e-6
         if ours is None:
-            lines.append(("differs", f"{key}: missing from metrics/evaluate.json (run 'make repro')"))
+            lines.append(("differs", f"{key}: missing from the workspace's metrics (run 'make repro')"))
             continue
+        tolerance = one_video(key, committed["test_videos"], committed["classes"])
         delta = abs(ours - theirs)
-        verdict = "identical" if delta == 0 else "within tolerance" if delta <= tolerance else "differs"
-        lines.append((verdict, f"{key}: {ours:.4f} vs committed {theirs:.4f} (difference {delta:.4f}, "
-                               f"tolerance one test video = {tolerance:.4f})"))
+        lines.append((verdict(delta, tolerance + 1e-6), f"{key}: {ours:.4f} vs committed {theirs:.4f} "
+                      f"(difference {delta:.4f}, tolerance one test video = {tolerance:.4f})"))
     return lines
 
 
 def check_predictions(committed_csv: bytes) -> tuple[str, str]:
-    """How many test videos get the committed prediction (plots/confusion_test.csv, in order)."""
+    """How many test videos get the committed prediction (evaluate's confusion plot, in order)."""
     theirs = pd.read_csv(io.BytesIO(committed_csv))
-    ours = pd.read_csv("plots/confusion_test.csv")
+    ours = pd.read_csv(paths("evaluate")["confusion"])
     if len(ours) != len(theirs) or list(ours["actual"]) != list(theirs["actual"]):
-        return "differs", "plots/confusion_test.csv: another test set than the commit's"
-    changed = int((ours["predicted"] != theirs["predicted"]).sum())
-    verdict = "identical" if changed == 0 else "within tolerance" if changed <= 1 else "differs"
-    return verdict, f"test predictions: {len(ours) - changed} of {len(ours)} as committed"
+        return "differs", f"{paths('evaluate')['confusion']}: another test set than the commit's"
+    changes = int((ours["predicted"] != theirs["predicted"]).sum())
+    return verdict(changes, 1), f"test predictions: {len(ours) - changes} of {len(ours)} as committed"
 
 
 def verify(rev: str = "HEAD") -> int:
     """Print one line per artifact; the number of artifacts beyond tolerance."""
     params = load_params("data", "features", "runtime")
-    if not Path("dvc.lock").is_file() or not Path("metrics/evaluate.json").is_file():
-        raise UserError("nothing reproduced yet: run 'make repro' first")
-    status = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True)
-    stale = sorted(json.loads(status.stdout or "{}")) if status.returncode == 0 else ["?"]
-    if stale:
-        raise UserError(f"the workspace is not what dvc.lock says (stale: {', '.join(stale)}): run 'make repro' first")
-    same_params = yaml.safe_load(git_show(rev, "params.yaml")) == yaml.safe_load(Path("params.yaml").read_text())
-    lines = [("identical", "params.yaml") if same_params else
-             ("differs", f"params.yaml is not {rev}'s (an experiment is applied?): the rest compares "
-                         "other params' results")]
-    lines += check_data_stages(yaml.safe_load(git_show(rev, "dvc.lock")), yaml.safe_load(Path("dvc.lock").read_text()))
+    if not Path("dvc.lock").is_file() or git_show(rev, "dvc.lock") is None:
+        raise UserError(f"nothing to compare: run 'make repro' first, and commit dvc.lock at {rev}")
+    if stale():
+        raise UserError(f"the workspace is not what dvc.lock says (stale: {', '.join(stale())}): run 'make repro' first")
+    (old_params, committed), (new_params, workspace) = results(rev), results(None)
+    lines = [("differs", f"params.yaml: {moves(old_params, new_params)} (not {rev}'s: an experiment is "
+                         "applied? the rest compares other params' results)") if changed(old_params, new_params) else ("identical", "params.yaml")]
+    lines += check_outputs(rev)
     lines.append(check_features(params, git_show(rev, str(REFERENCE))))
-    committed = json.loads(git_show(rev, "metrics/evaluate.json"))
-    workspace = json.loads(Path("metrics/evaluate.json").read_text())
-    classes = pd.read_csv(paths("split")["metadata"])["label"].nunique()
-    lines += check_metrics(committed, workspace, committed["test_videos"], classes)
-    lines.append(check_predictions(git_show(rev, "plots/confusion_test.csv")))
-    for verdict, text in lines:
-        print(f"{verdict:<17} {text}")
-    beyond = sum(verdict == "differs" for verdict, _ in lines)
-    print(f"{'verify:':<17} {len(lines) - beyond} of {len(lines)} identical or within tolerance of {rev}")
+    lines += check_metrics(committed, workspace)
+    lines.append(check_predictions(git_show(rev, paths("evaluate")["confusion"])))
+    for state, text in lines:
+        print(f"{state:<17} {text}")
+    beyond = sum(state == "differs" for state, _ in lines)
+    moved = [text.split(" (")[0].split(":")[0] for state, text in lines if state != "identical"]
+    print(f"{'verify:':<17} {len(lines) - beyond} of {len(lines)} identical or within tolerance of {rev}"
+          + (f"; not identical: {', '.join(moved)}" if moved else ""))
     return beyond
 
 
@@ -223,8 +220,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.write_reference:
         print(write_reference(load_params("data", "features", "runtime")))
-        return
-    if verify(args.rev):
+    elif verify(args.rev):
         raise SystemExit(1)
 
 

@@ -1,19 +1,15 @@
 """Open a video, choose which frames to sample, decode them to upright uint8 RGB arrays.
 
-One demux pass with PyAV (no decoding) finds what every decoder then agrees on: the frames
-that exist (packets, in presentation order), the keyframes a decoder can start from, the
-rotation of the display matrix, and what the header declares. The sampled indices come from
-that count, so decord, PyAV and torchcodec give the same indices and the same pixels
-(docs/decoding.md); the decoder only changes speed. PyAV is the reference: it seeks to the
-keyframe before each sampled frame and decodes forward only as far as needed, and decodes
-the whole file (counting what really decodes) only when a sparse decode fails on a damaged
-file. Files that are not videos (text, still images, audio with cover art) are refused
-before decoding: FFmpeg reads a text file as "ANSI art" video and a JPEG as a one-frame
-video, and a model would classify them with confidence.
+One demux pass with PyAV (no decoding) finds the frames that exist, the clean keyframes, the
+rotation and the header's count, so every decoder samples the same indices and gives the same
+pixels; the decoder only changes speed (docs/decoding.md). Files that are not videos are refused
+before decoding: FFmpeg reads a text file as "ANSI art" video and a JPEG as a one-frame video,
+and a model would classify them with confidence.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sys
 from contextlib import contextmanager
@@ -31,8 +27,7 @@ FFMPEG_INSTALL = "Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffm
 
 
 class VideoError(Exception):
-    """A file that is not a video or that no decoder could read; the message says why and
-    never contains the path (callers add it)."""
+    """Not a video, or no decoder could read it; the message never holds the path (callers add it)."""
 
 
 class Clip(NamedTuple):
@@ -46,8 +41,7 @@ class Clip(NamedTuple):
 
 
 def frame_indices(num_available: int, num_frames: int) -> list[int]:
-    """TSN-style segment centres: split the clip into num_frames equal segments, take each
-    middle frame. Short clips repeat frames deterministically, in order."""
+    """TSN-style segment centres; short clips repeat frames deterministically, in order."""
     if num_available < 1:
         raise VideoError("the video has no frames")
     return [min(int((i + 0.5) * num_available / num_frames), num_available - 1)
@@ -63,7 +57,6 @@ NOT_VIDEO_CODECS = {"ansi", "bintext", "xbin", "idf", "text", "subrip", "ass"}
 class Scan(NamedTuple):
     """One demux pass over the video stream (no decoding beyond the first frame)."""
     stream_index: int
-    format: str
     codec: str
     width: int                   # upright (after rotation)
     height: int
@@ -86,8 +79,7 @@ class Scan(NamedTuple):
 
 def _ffmpeg_reason(error: Exception) -> str:
     """FFmpeg's reason without the file name it appends (messages must hold no path)."""
-    reason = getattr(error, "strerror", None) or _first_line(error)
-    return str(reason).split(": '")[0]
+    return str(getattr(error, "strerror", None) or _first_line(error)).split(": '")[0]
 
 
 def _check_path(path: str) -> None:
@@ -100,15 +92,13 @@ def _check_path(path: str) -> None:
 
 
 def _display_rotation(frame) -> int:
-    """Clockwise degrees that turn this frame upright: FFmpeg's display matrix rotation is
-    counter-clockwise (what the `ffmpeg` command's autorotate undoes), rounded to 90."""
-    angle = getattr(frame, "rotation", 0) or 0
-    return int(round(-angle / 90.0)) % 4 * 90
+    """FFmpeg's display matrix turns counter-clockwise (what `ffmpeg`'s autorotate undoes):
+    the clockwise turn that makes the frame upright, rounded to 90 degrees."""
+    return int(round(-(getattr(frame, "rotation", 0) or 0) / 90.0)) % 4 * 90
 
 
 def scan(path: str | os.PathLike) -> Scan:
-    """Refuse what is not a video, then demux the video stream once: VideoError with a
-    one-line reason otherwise."""
+    """Refuse what is not a video (VideoError, one line), then demux the video stream once."""
     import av
 
     path = str(path)
@@ -154,10 +144,9 @@ def scan(path: str | os.PathLike) -> Scan:
         time_base = float(stream.time_base) if stream.time_base else None
         width, height = stream.codec_context.width, stream.codec_context.height
         index = stream.index  # read while the container is open
-    count = len(pts)
-    if count == 0:
+    if not pts:
         raise VideoError(f"the video has no frames that demux ({demux_error or 'empty stream'})")
-    if count == 1:
+    if len(pts) == 1:
         raise VideoError(f"not a video: a still image (one frame, {codec} in {kind.split(',')[0]})")
     rotation = _display_rotation(first_frame) if first_frame is not None else 0
     damage = [f"demuxing stopped early ({demux_error})"] if demux_error else []
@@ -167,17 +156,15 @@ def scan(path: str | os.PathLike) -> Scan:
         width, height = height, width
     times, keyframes, seek_points = _presentation(pts, dts, key, time_base, fps)
     reordered = any(a is not None and b is not None and b < a for a, b in zip(pts, pts[1:]))
-    return Scan(index, kind, codec, width, height, fps, rotation, declared, times,
+    return Scan(index, codec, width, height, fps, rotation, declared, times,
                 keyframes, seek_points, "; ".join(damage), reordered)
 
 
 def _presentation(pts: list, dts: list, key: list, time_base: float | None, fps: float | None):
-    """Frame times in presentation order, and the keyframes a decoder can start from.
-
-    With timestamps, presentation order is the order of packet pts. A keyframe at decode
-    position k is a clean start when every earlier packet shows before it and every later
-    one after it (no open-GOP frames that need the previous group): then decoding from it
-    yields frames k, k+1, ... in order. Without timestamps only the start is clean."""
+    """Frame times in presentation order (the order of packet pts), and the clean keyframes: a
+    keyframe at decode position k is one when every earlier packet shows before it and every later
+    one after it (no open-GOP frame needs the previous group), so decoding from it yields frames
+    k, k+1, ... in order. Without timestamps only the start is clean."""
     times = np.arange(len(pts)) / (fps or 25.0)  # without timestamps: the nominal rate
     positions = [0]
     if all(p is not None for p in pts):
@@ -189,19 +176,14 @@ def _presentation(pts: list, dts: list, key: list, time_base: float | None, fps:
         after = np.minimum.accumulate(np.concatenate([stamps[1:], [np.iinfo(np.int64).max]])[::-1])[::-1]
         clean = np.flatnonzero(np.array(key) & (before < stamps) & (stamps < after))
         positions = sorted({0, *clean.tolist()})
-    seek_points = {k: (pts[k], dts[k]) for k in positions}
-    return times, positions, seek_points
+    return times, positions, {k: (pts[k], dts[k]) for k in positions}
 
 
 def probe(path: str | os.PathLike) -> dict:
-    """What the demuxer says, without decoding the video: frame_count (frames that demux),
-    fps, duration (s), rotation (clockwise degrees applied to make frames upright),
-    declared_frames (header), codec, width and height (upright)."""
+    """What the demuxer says, without decoding; duration (s) only where the frame rate is known."""
     found = scan(path)
-    duration = None
-    if found.fps:
-        duration = float(found.times[-1]) + 1.0 / found.fps
-    return {"frame_count": found.frame_count, "fps": found.fps, "duration": duration,
+    return {"frame_count": found.frame_count, "fps": found.fps,
+            "duration": float(found.times[-1]) + 1.0 / found.fps if found.fps else None,
             "rotation": found.rotation, "declared_frames": found.declared_frames, "codec": found.codec,
             "width": found.width, "height": found.height}
 
@@ -213,10 +195,9 @@ def probe(path: str | os.PathLike) -> dict:
 def _native_stderr_silenced():
     """decord's C++ core logs each failure to fd 2 itself; the exception already says it."""
     sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
     try:
-        os.dup2(devnull, 2)
         yield
     finally:
         os.dup2(saved, 2)
@@ -228,8 +209,6 @@ def _native_stderr_silenced():
 def load_error(name: str) -> str | None:
     """None when decoder `name` loads here; "" when it is not installed (decord has no wheel
     on macOS or Linux aarch64); else why it is installed but cannot load."""
-    if name == "pyav":
-        return None
     try:
         if name == "decord":
             import decord  # noqa: F401
@@ -237,12 +216,8 @@ def load_error(name: str) -> str | None:
             import torchcodec
             if getattr(torchcodec, "ffmpeg_major_version", 0) is None:
                 return "FFmpeg's shared libraries (versions 4 to 9) are not installed"
-    except ModuleNotFoundError as error:
-        if error.name == name:
-            return ""
-        return _first_line(error)
     except Exception as error:  # torchcodec before 0.5 raises on import without FFmpeg
-        return _first_line(error)
+        return "" if isinstance(error, ModuleNotFoundError) and error.name == name else _first_line(error)
     return None
 
 
@@ -253,18 +228,14 @@ def _note(message: str) -> None:
 
 
 def available_decoders(*names_to_check: str) -> list[str]:
-    """The decoders `auto` tries on this machine, in order; a decoder installed but unable to
-    load (torchcodec without FFmpeg) is left out with one line on stderr. With names, only
-    those are loaded and checked (importing torchcodec takes seconds)."""
-    names = []
-    for name in [n for n in AUTO_ORDER if not names_to_check or n in names_to_check]:
-        reason = load_error(name)
+    """The decoders `auto` tries here, in order; one that is installed but cannot load is left
+    out with a note. With names, only those are loaded (importing torchcodec takes seconds)."""
+    reasons = {name: load_error(name) for name in AUTO_ORDER if not names_to_check or name in names_to_check}
+    for name, reason in reasons.items():
         if reason:
             _note(f"decoder {name} cannot load ({reason}): decoding without it; to use it, "
                   f"install FFmpeg ({FFMPEG_INSTALL})")
-        if reason is None:
-            names.append(name)
-    return names
+    return [name for name, reason in reasons.items() if reason is None]
 
 
 def decord_available() -> bool:
@@ -281,7 +252,7 @@ def unavailable_decoder(decoder: str, key: str = "runtime.decoder") -> str:
     if decoder == "decord":
         return (f"{key} is decord but decord is not installed (it has no wheel for this platform): "
                 f"set {key}: auto or pyav")
-    if decoder == "torchcodec" and not reason:
+    if not reason:
         return f"{key} is torchcodec but it is not installed: pip install torchcodec, or set {key}: auto"
     return (f"{key} is {decoder} but it cannot load ({reason}): install FFmpeg ({FFMPEG_INSTALL}), "
             f"or set {key}: auto")
@@ -307,10 +278,9 @@ def _decoder_order(decoder: str, found: Scan, device: str) -> list[str]:
         raise VideoError(f"unknown decoder {decoder!r}: use one of {', '.join(DECODERS)}")
     if decoder == "auto":  # none after PyAV is needed: PyAV reads whatever they read
         order = available_decoders(*AUTO_ORDER[:AUTO_ORDER.index("pyav") + 1])
+    elif problem := unavailable_decoder(decoder):
+        raise VideoError(problem)
     else:
-        problem = unavailable_decoder(decoder)
-        if problem:
-            raise VideoError(problem)
         order = [decoder]
     if device.startswith("cuda") and decoder in ("auto", "torchcodec"):  # decode_device checked it loads
         order = ["torchcodec", *[name for name in order if name != "torchcodec"]]
@@ -331,49 +301,40 @@ class _DecodedShort(Exception):
     """The decoder ran out of frames before a sampled one: a damaged file."""
 
 
-def _upright(frame: np.ndarray, rotation: int) -> np.ndarray:
+def _upright(frame, rotation: int) -> np.ndarray:
+    frame = frame.to_ndarray(format="rgb24")
     return np.ascontiguousarray(np.rot90(frame, k=-rotation // 90)) if rotation else frame
 
 
 def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
-    """The sampled frames by seeking: to the clean keyframe before each wanted frame when
-    that skips frames, then decoding forward only as far as needed."""
+    """The sampled frames by seeking to the clean keyframe before each one where that skips
+    frames, then decoding forward only as far as needed."""
     import av
 
     picked: dict[int, np.ndarray] = {}
-    targets = sorted(set(wanted))
     with av.open(path) as container:
-        stream = _stream(container, found)
+        stream = container.streams[found.stream_index]
         codec = stream.codec_context
         codec.thread_count = 1  # one thread per video, as decord and torchcodec here: workers parallelise
-        position, frames = _frames_from(container, stream, codec, None)
-
-        for target in targets:
+        position, frames = 0, _decoded(codec, container.demux(stream))
+        for target in sorted(set(wanted)):
             start = found.keyframe_before(target)
             if start > position:  # a seek skips the frames in between
-                position, frames = _frames_from(container, stream, codec, found, start)
+                packets, position = _seek(container, stream, codec, found, start)
+                frames = _decoded(codec, packets)
             while position <= target:
                 frame = next(frames, None)
                 if frame is None:
                     raise _DecodedShort(f"PyAV decoded {position} frames, frame {target} is missing")
                 if position in wanted:
-                    picked[position] = _upright(frame.to_ndarray(format="rgb24"), found.rotation)
+                    picked[position] = _upright(frame, found.rotation)
                 position += 1
     return np.stack([picked[i] for i in wanted])
 
 
-def _frames_from(container, stream, codec, found: Scan | None, start: int = 0):
-    """Decoded frames from keyframe position `start` (the file's start when found is None),
-    as (position of the first frame, frames)."""
-    packets = container.demux(stream)
-    if found is not None:
-        packets, start = _seek(container, stream, codec, found, start)
-    return start, _decoded(codec, packets)
-
-
 def _seek(container, stream, codec, found: Scan, start: int):
-    """Seek to the clean keyframe at `start`; demuxers differ in which timestamp they seek
-    by (MP4: pts, AVI: dts), so try both and accept any clean keyframe up to `start`."""
+    """(packets, position) from the clean keyframe at `start`; demuxers differ in which timestamp
+    they seek by (MP4: pts, AVI: dts), so try both and accept any clean keyframe up to `start`."""
     known = {stamps: position for position, stamps in found.seek_points.items()}
     for stamp in dict.fromkeys(found.seek_points[start]):
         if stamp is None:
@@ -384,7 +345,7 @@ def _seek(container, stream, codec, found: Scan, start: int):
         first = next((p for p in packets if p.size), None)
         landed = known.get((first.pts, first.dts)) if first is not None else None
         if landed is not None and landed <= start:
-            return _chain([first], packets), landed
+            return itertools.chain([first], packets), landed
     raise _DecodedShort("PyAV's seek landed on no known keyframe")
 
 
@@ -400,15 +361,6 @@ def _decoded(codec, packets):
         return  # damaged data: the caller sees fewer frames than it needs
 
 
-def _stream(container, found: Scan):
-    return container.streams[found.stream_index]
-
-
-def _chain(first: list, rest):
-    yield from first
-    yield from rest
-
-
 def _decode_decord(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
     import decord
 
@@ -416,8 +368,7 @@ def _decode_decord(path: str, found: Scan, wanted: list[int], device: str = "cpu
         reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
         if len(reader) != found.frame_count:  # its frame numbers would be other frames
             raise _DecodedShort(f"decord counts {len(reader)} frames, the demuxer {found.frame_count}")
-        frames = reader.get_batch(wanted).asnumpy()
-    return frames
+        return reader.get_batch(wanted).asnumpy()
 
 
 def _decode_torchcodec(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
@@ -442,7 +393,7 @@ def _decode_pyav_whole(path: str, found: Scan, num_frames: int, window: tuple[in
     import av
 
     def decoded(container):
-        stream = _stream(container, found)
+        stream = container.streams[found.stream_index]
         stream.codec_context.thread_count = 1
         try:
             yield from container.decode(stream)
@@ -455,13 +406,9 @@ def _decode_pyav_whole(path: str, found: Scan, num_frames: int, window: tuple[in
     if stop <= first:
         raise VideoError(f"only {count} frames decode: none in the requested window (damaged file?)")
     wanted = [first + i for i in frame_indices(stop - first, num_frames)]
-    picked: dict[int, np.ndarray] = {}
     with av.open(path) as container:
-        for i, frame in enumerate(decoded(container)):
-            if i in wanted:
-                picked[i] = _upright(frame.to_ndarray(format="rgb24"), found.rotation)
-            if i >= wanted[-1]:
-                break
+        frames = itertools.islice(decoded(container), wanted[-1] + 1)
+        picked = {i: _upright(frame, found.rotation) for i, frame in enumerate(frames) if i in wanted}
     return np.stack([picked[i] for i in wanted]), wanted, count
 
 
@@ -500,13 +447,10 @@ def _unreadable_errors() -> tuple[type[Exception], ...]:
 
 def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
                 start: float | None = None, end: float | None = None, device: str = "cpu") -> Clip:
-    """num_frames upright RGB frames at the segment centres of the video (or of the frames
-    shown within [start, end) seconds), the same whichever decoder produced them.
-
-    decoder: auto (the fastest that loads here, docs/decoding.md), or one to prefer; a file
-    it cannot decode faithfully (decord and rotation) or at all goes to PyAV, the reference.
-    device: where the features run; "cuda..." decodes with torchcodec on the GPU where NVDEC
-    handles the codec. VideoError (no path in the message) when nothing can read it."""
+    """num_frames upright RGB frames at the segment centres of the video (or of the frames shown
+    in [start, end) seconds), the same whichever decoder produced them: a file the one asked for
+    cannot decode faithfully or at all goes to PyAV, the reference. device: where the features
+    run; "cuda..." decodes with torchcodec on the GPU where NVDEC handles the codec."""
     unreadable = _unreadable_errors()
     path = str(path)
     found = scan(path)
@@ -530,25 +474,20 @@ def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
         return Clip(frames, wanted, found.rotation, found.frame_count, found.declared_frames, name, warning)
     try:  # sparse decoding ran out of frames: count what really decodes
         frames, wanted, count = _decode_pyav_whole(path, found, num_frames, window)
-    except VideoError:
-        raise
     except unreadable as error:
         raise VideoError("; ".join([*errors, f"PyAV: {_first_line(error)}"])) from None
-    warning = (_damage_warning(count, found.declared_frames, "") and _damage_warning(count, found.declared_frames, found.damage)
+    warning = (_damage_warning(count, found.declared_frames, "")
+               and _damage_warning(count, found.declared_frames, found.damage)
                or _damage_warning(count, found.frame_count, found.damage, slack=0))
     return Clip(frames, wanted, found.rotation, count, found.declared_frames, "pyav", warning)
 
 
 def sample_frames(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
                   ) -> tuple[np.ndarray, list[int]]:
-    """num_frames sampled frames of a video as uint8 [T, H, W, 3] and their indices;
-    VideoError if the file is not a video or no decoder could read it."""
-    clip = sample_clip(path, num_frames, decoder)
-    return clip.frames, clip.indices
+    return sample_clip(path, num_frames, decoder)[:2]  # frames, indices
 
 
 def read_frames(path: str | os.PathLike, num_frames: int, decoder: str = "auto") -> np.ndarray:
-    """num_frames sampled frames of a video as uint8 [T, H, W, 3]; VideoError if unreadable."""
     return sample_clip(path, num_frames, decoder).frames
 
 

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from actionrec.model import build_model, prepare, uses_centering
-from actionrec.errors import ParamsError
+from actionrec.errors import UserError, run_stage
 from actionrec.params import HEADS, check_section, load_params
 from actionrec.training import fit
 
@@ -31,11 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heads", default=None, help="comma-separated; default: train.head")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per head")
-    parser.add_argument("--train", type=int, default=2700)
-    parser.add_argument("--val", type=int, default=340)
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--classes", type=int, default=25)
+    for name, default in {"train": 2700, "val": 340, "frames": 16, "dim": 2048, "classes": 25}.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("-S", "--set", action="append", default=[], metavar="train.KEY=VALUE or runtime.train_threads=N")
     args = parser.parse_args()
     params = load_params("train", "runtime")
@@ -48,7 +45,7 @@ def main() -> None:
     if threads:
         torch.set_num_threads(threads)
     if not set(heads) <= set(HEADS):
-        raise SystemExit(f"error: --heads must be among {', '.join(HEADS)}")
+        raise UserError(f"--heads must be among {', '.join(HEADS)}")
     rng = np.random.default_rng(0)
     x_train, y_train = random_split(args.train, args.frames, args.dim, args.classes, rng)
     x_val, y_val = random_split(args.val, args.frames, args.dim, args.classes, rng)
@@ -56,10 +53,7 @@ def main() -> None:
     print(f"random float16 features: train {tuple(x_train.shape)}, val {tuple(x_val.shape)}, "
           f"{args.classes} classes; torch threads {torch.get_num_threads()}")
     for head in heads:
-        try:
-            cfg = check_section("train", {**base, "head": head})
-        except ParamsError as error:
-            raise SystemExit(f"error: {error}") from None
+        cfg = check_section("train", {**base, "head": head})
         meta = {**cfg, "feature_dim": args.dim, "num_frames": args.frames,
                 "class_names": [str(i) for i in range(args.classes)]}
         model = build_model(meta)
@@ -77,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -331,7 +331,7 @@ def test_asking_for_torchcodec_without_ffmpeg_names_the_key_and_the_install(tmp_
     with pytest.raises(VideoError) as error:
         sample_clip(tiny_video(tmp_path / "v.avi", frames=8), 4, "torchcodec")
     message = str(error.value)
-    assert message.startswith("features.decoder is torchcodec but it cannot load (FFmpeg")
+    assert message.startswith("runtime.decoder is torchcodec but it cannot load (FFmpeg")
     assert "apt-get install ffmpeg" in message and "brew install ffmpeg" in message
     assert video.unavailable_decoder("torchcodec") == message
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,8 +16,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import (EXPERIMENT_RESULTS, ROOT, back_to_head, committed, committed_params, copy_repo, git,
-                            run, stages_run, tool_env)
+from tests.conftest import ROOT, committed, committed_params, copy_repo, git, run, stages_run, tool_env
 
 pytestmark = pytest.mark.pipeline
 
@@ -227,21 +227,37 @@ def test_make_verify_says_identical_within_tolerance_or_differs(repo):
         git(repo, "commit", "-qam", "from another machine")
         git(repo, "checkout", "-q", "main")
 
-    def reference_and_one_video():
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    model = next(o["path"] for o in lock["stages"]["train"]["outs"] if o["path"].startswith("models/"))
+    curve = next(o["path"] for o in lock["stages"]["train"]["outs"] if o["path"].endswith("val/loss.tsv"))
+
+    def reference_one_video_and_what_follows_from_the_features():
         saved = np.load(repo / "reference/features.npz")
         noise = np.random.default_rng(0).standard_normal(saved["features"].shape).astype(np.float32)
         feats = saved["features"] + 3e-4 * noise * np.linalg.norm(saved["features"], axis=-1, keepdims=True) / 45
         np.savez(repo / "reference/features.npz", features=feats, meta=saved["meta"])
-        metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-        metrics["test_accuracy"] = round(metrics["test_accuracy"] - 1 / metrics["test_videos"], 6)
-        (repo / "metrics/evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        for name, key, delta in (("evaluate.json", "test_accuracy", None), ("train.json", "best_val_loss", 2e-6)):
+            metrics = json.loads((repo / "metrics" / name).read_text())
+            metrics[key] = round(metrics[key] + (delta or -1 / metrics["test_videos"]), 6)
+            (repo / "metrics" / name).write_text(json.dumps(metrics, indent=2) + "\n")
+        table = pd.read_csv(repo / curve, sep="\t")
+        table.loc[1, "loss"] += 0.001
+        table.to_csv(repo / curve, sep="\t", index=False)
+        digest = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == model)
+        (repo / "dvc.lock").write_text((repo / "dvc.lock").read_text().replace(digest, "e" * 32))
 
-    other_machine(reference_and_one_video)
+    other_machine(reference_one_video_and_what_follows_from_the_features)
     code, out = verify(repo, "--rev", "other")
     assert code == 0, out
     found = verdicts(out)
     assert found["test_accuracy"] == "within tolerance" and found["test_macro_f1"] == "identical", out
     assert [v for k, v in found.items() if k.startswith("features of")] == ["within tolerance"], out
+    # every output that differs from the commit is named, with how far: within tolerance, as
+    # it follows from the features (make verify once said "13 of 13 identical" to this)
+    assert found[model] == found["metrics/train.json"] == found[curve] == "within tolerance", out
+    assert f"{model} (train): hash " in out and "vs committed eeeeeeee" in out, out
+    assert re.search(r"metrics/train.json \(train\): best_val_loss [0-9.]+ -> [0-9.]+$", out, re.M), out
+    assert re.search(rf"{re.escape(curve)} \(train\): 1 of \d+ rows differ, max abs difference 0.001$", out, re.M), out
 
     def three_videos_and_other_data():
         metrics = json.loads((repo / "metrics/evaluate.json").read_text())
@@ -249,7 +265,7 @@ def test_make_verify_says_identical_within_tolerance_or_differs(repo):
         (repo / "metrics/evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")
         lock = (repo / "dvc.lock").read_text()
         digest = yaml.safe_load(lock)["stages"]["subset"]["outs"][0]["md5"]
-        (repo / "dvc.lock").write_text(lock.replace(digest, "0" * 32))
+        (repo / "dvc.lock").write_text(lock.replace(digest, "c" * 32))  # not all digits: YAML would read a number
 
     git(repo, "branch", "-qD", "other")
     other_machine(three_videos_and_other_data)
@@ -332,23 +348,27 @@ def test_compare_runs_heads_x_seeds_through_the_dvc_queue(repo):
     rows = {line.split("|")[1].strip(): line.split("|") for line in table.splitlines() if line.startswith("| ")}
     assert set(rows) == {"head", "mean", "gru"}
     for head in ("mean", "gru"):
-        assert rows[head][4].strip() == "2 (0,1)"
-        assert len(rows[head][2].split("±")) == 2  # mean ± std
-    assert "test videos, so one video =" in table and "queued 4 experiments" in out
+        assert rows[head][2].strip() == "2 (0,1)"
+        assert len(rows[head][3].split("±")) == 2  # mean ± std
+    assert "test videos: one video is" in table and "queued 4 experiments" in out
     assert "Success" in run(["dvc", "queue", "status"], repo)
 
 
 def test_compare_restarts_a_lost_queue_worker(repo, monkeypatch):
     """Queued experiments with no worker (what a worker lost to the kombu JSONDecodeError race
     leaves): the wait starts a worker again and sees them through."""
+    import time
+
     from actionrec import compare
 
     monkeypatch.chdir(repo)
     for key, value in tool_env().items():
         monkeypatch.setenv(key, value)
+    deadline = time.monotonic() + 120
+    while compare.workers() and time.monotonic() < deadline:  # an earlier sweep's worker exits once idle
+        time.sleep(2)
     names = compare.queue_experiments("mean", [1], [])  # a run the test above made: restored, not trained
-    statuses, workers = compare.parse_queue_status(compare.dvc("queue", "status"))
-    assert statuses[names[0]] == "Queued" and workers == 0
+    assert compare.experiments()[names[0]]["State"] == "Queued" and compare.workers() == 0
     messages = []
     final = compare.wait_for_queue(names, jobs=1, timeout=600, poll=2, log=messages.append)
     assert final == {names[0]: "Success"}

@@ -91,14 +91,14 @@ def test_pyav_takes_over_when_another_decoder_fails_or_decodes_short(tmp_path, m
         raise video._DecodedShort(f"{decoder} counts 3 frames, the demuxer 20")
 
     monkeypatch.setitem(video.DECODE, decoder, short_read)
-    monkeypatch.setattr(video, "unavailable_decoder", lambda name, key="features.decoder": "")
+    monkeypatch.setattr(video, "unavailable_decoder", lambda name, key="runtime.decoder": "")
     clip = video.sample_clip(path, 4, decoder)
     assert clip.decoder == "pyav" and np.array_equal(clip.frames, expected)
 
 
 @pytest.mark.skipif(not decord_available(), reason="decord has no wheel for this platform")
 def test_decord_and_pyav_pick_the_same_frames_on_real_clips(real_clips):
-    """features.decoder: decord and pyav give the same frame indices and the same pixels within
+    """runtime.decoder: decord and pyav give the same frame indices and the same pixels within
     a tolerance of 0.5 grey levels on average and 2 at the 99.9th percentile (measured here:
     identical, 0 difference, on the three sample clips)."""
     for name, path in real_clips.items():
