@@ -3,6 +3,7 @@ of the pipeline on tiny params per pytest session (`pipeline`, `repo`), which ev
 DVC pipeline shares. Those tests carry the marker `pipeline`: `make test-fast` leaves them out."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -235,23 +236,34 @@ def back_to_head(repo: Path) -> None:
     run(["dvc", "checkout"], repo)
 
 
+def read_metrics(repo: Path) -> dict:
+    return {name: json.loads((repo / "metrics" / name).read_text())
+            for name in ("split.json", "features.json", "train.json", "evaluate.json")}
+
+
 class Pipeline(NamedTuple):
     path: Path  # the repository
     commit: str  # the commit of the reproduced results, on main
     repro_output: str  # what its first `dvc repro` printed
     saved_runs: dict[str, int]  # the run-cache right after it
+    first_metrics: dict  # read_metrics after it
+    first_features: np.ndarray  # data/features/features.npy after it
 
 
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> Pipeline:
-    """ONE git + DVC copy of this repository with TINY params, `dvc repro`ed and the results
-    committed: every test of the pipeline shares it (through `repo`, or a clone: `clone_of`)."""
+    """ONE git + DVC copy of this repository with TINY params, `dvc repro`ed from nothing, then
+    `dvc repro -f` (every stage again, the features from the store, as a second run on any
+    machine), and the results committed: every test of the pipeline shares it (through `repo`,
+    or a clone: `clone_of`)."""
     path = copy_repo(tmp_path_factory.mktemp("pipeline"), TINY)
     out = run(["dvc", "repro"], path)
-    runs = saved_runs(path)
+    runs, metrics = saved_runs(path), read_metrics(path)
+    features = np.load(path / "data/features/features.npy")
+    run(["dvc", "repro", "-f"], path)
     git(path, "add", "-A")
     git(path, "commit", "-qm", "dvc repro")
-    return Pipeline(path, git(path, "rev-parse", "HEAD").strip(), out, runs)
+    return Pipeline(path, git(path, "rev-parse", "HEAD").strip(), out, runs, metrics, features)
 
 
 def reset(pipeline: Pipeline) -> None:

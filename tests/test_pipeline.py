@@ -16,14 +16,10 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT, committed, committed_params, copy_repo, git, run, stages_run, tool_env
+from tests.conftest import (ROOT, committed, committed_params, copy_repo, git, read_metrics, run, stages_run,
+                            tool_env)
 
 pytestmark = pytest.mark.pipeline
-
-
-def read_metrics(repo: Path) -> dict:
-    return {name: json.loads((repo / "metrics" / name).read_text())
-            for name in ("split.json", "features.json", "train.json", "evaluate.json")}
 
 
 def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(pipeline, repo):
@@ -35,14 +31,14 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(pipelin
     metadata = pd.read_csv(repo / "data/metadata.csv")
     assert {"video", "label", "class_name", "group", "clip"} <= set(metadata.columns)
     assert sorted(metadata["label"].unique()) == [0, 1, 2]
-    first = read_metrics(repo)
+    first = pipeline.first_metrics
     assert first["split.json"]["shared_groups"] == 0 and "shared_groups_counts" in first["split.json"]
     assert first["features.json"]["failed_videos"] == 0
     info = json.loads((repo / "data/features/info.json").read_text())
     assert info["precision"] == "fp32" and info["device"] == "cpu"  # what was used, recorded with the features
     # metrics are numbers: `dvc exp show` gets one column per metric, none named like a param
     assert all(isinstance(v, (int, float)) for v in first["features.json"].values()), first["features.json"]
-    features = np.load(repo / "data/features/features.npy")
+    features = pipeline.first_features
     videos = pd.read_csv(repo / "data/features/videos.csv")
     assert features.dtype == np.float16 and features.shape == (len(metadata), 4, 2048)
     assert list(videos["video"]) == list(metadata["video"])  # every video, whatever the split
@@ -60,8 +56,7 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(pipelin
 
     assert (first["features.json"]["extracted_videos"], first["features.json"]["reused_videos"]) == (len(metadata), 0)
 
-    run(["dvc", "repro", "-f"], repo)
-    again = read_metrics(repo)
+    again = read_metrics(repo)  # after the fixture's `dvc repro -f`
     assert again["features.json"].pop("reused_videos") == len(metadata)  # the store served them all
     assert again["features.json"].pop("extracted_videos") == 0
     assert again == {**first, "features.json": {k: v for k, v in first["features.json"].items()
