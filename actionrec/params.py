@@ -17,7 +17,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
 
 from actionrec.video import DECODERS  # numpy only, no torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 INTERPOLATIONS = ("auto", "bilinear", "bicubic", "nearest")
 TRAIN_HEADS = ("lstm", "gru", "transformer", "mean")  # = actionrec.model.HEADS (no torch import here)
 WEIGHTS_DIR = Path("weights")  # a DVC dependency of features: weight files given by path live here

@@ -33,7 +33,7 @@ OUT, STORE, VIDEO_LIST = Path("data/features"), Path("data/features-store"), Pat
 # the params that change feature values (dvc.yaml lists the same keys); the rest only speed
 RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "resize", "crop", "interpolation", "seed")
 CODE = ("stages/features.py", "actionrec/video.py", "actionrec/backbone.py", "actionrec/extract.py",
-        "actionrec/device.py")
+        "actionrec/device.py", "actionrec/quantize.py")
 
 
 def fingerprint(info: dict) -> str:
@@ -116,6 +116,10 @@ def main() -> None:
     info = {**{k: cfg[k] for k in RESULT_KEYS}, "preprocessing": preprocessing(cfg), "device": cfg["device"],
             "weights_sha256": sha256_of(path) if path and path.is_file() else None,
             "torch": torch.__version__, "torchvision": torchvision.__version__}
+    if cfg["precision"] == "int8":  # the calibration clips and OpenVINO's version fix the values too
+        from actionrec.quantize import calibration_info
+
+        info["calibration"] = calibration_info()
     store = STORE / fingerprint({**{k: v for k, v in info.items() if k != "device"},
                                  "device_type": device.type})
     store.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from actionrec.training import fit
 
 # what predict.py needs to make features exactly as the features stage made them
 FEATURE_META = ("num_frames", "backbone", "weights", "weights_sha256", "precision", "resize", "crop",
-                "interpolation", "preprocessing", "seed")
+                "interpolation", "preprocessing", "seed", "calibration")
 
 
 def main() -> None:
