@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from actionrec.errors import UserError, fail
+from actionrec.pipeline import paths
 from actionrec.video import DECODERS  # numpy only: argument errors come before torch loads
 
 if TYPE_CHECKING:
@@ -24,10 +26,6 @@ if TYPE_CHECKING:
 CSV_COLUMNS = ("file", "label", "confidence", "top_k", "error", "warning")
 ADVICE = "train on real videos first (docs/predict.md)"
 
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def warn(message: str) -> None:
@@ -86,12 +84,11 @@ def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Pr
     from actionrec.backbone import inference_backbone
     from actionrec.device import cpu_has_native_bf16, resolve_device
     from actionrec.model import load_checkpoint
-    from actionrec.params import ParamsError, UserError
     from actionrec.video import unavailable_decoder
 
     try:
         device = resolve_device(device_name, key="--device")
-    except ParamsError as error:
+    except UserError as error:
         fail(str(error))
     head, meta = load_checkpoint(model_path, device)
     if decoder and unavailable_decoder(decoder, key="--decoder"):
@@ -312,10 +309,8 @@ def predict_folder(args: argparse.Namespace) -> None:
                     row.update(label=result["label"], confidence=f"{result['confidence']:.6f}",
                                top_k=";".join(f"{i['label']}:{i['confidence']:.6f}" for i in result["top_k"]),
                                warning=result["warning"])
-                except VideoError as error:
+                except VideoError as error:  # rows written so far stay: a bug crashes after them
                     row["error"] = str(error)
-                except Exception as error:  # a decoder bug on one file must not lose the others
-                    row["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
                 failed += bool(row["error"])
                 bar.update()
             writer.writerow(row)
@@ -343,7 +338,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("path", help="a video, or a folder of videos with --csv")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--model", default="models/lstm.pt")
+    parser.add_argument("--model", help="default: the train stage's output in dvc.yaml (from the repository root)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--decoder", choices=DECODERS, help="default: the one the model's features used")
     parser.add_argument("--csv", metavar="OUT.csv", help="classify every video under the folder PATH into this CSV")
@@ -352,6 +347,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--frames-out", metavar="DIR", help="save the frames the model sees as PNGs in DIR")
     parser.error = fail  # one line, exit 2, like every other user error
     args = parser.parse_args()
+    try:
+        args.model = args.model or paths("train")["model_file"]
+    except UserError as error:
+        fail(str(error))
     if args.top_k < 1:
         fail("--top-k must be at least 1")
     if args.window is not None and not args.window > 0:

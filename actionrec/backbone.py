@@ -14,7 +14,8 @@ import torchvision
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from actionrec.params import WEIGHTS_DIR, ParamsError, UserError
+from actionrec.errors import ParamsError, UserError
+from actionrec.params import WEIGHTS_DIR
 
 # torch.compile imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on
 # every CPU-only run of a machine that has a CUDA toolkit: noise, not a problem
@@ -215,7 +216,7 @@ def build_backbone(name: str, weights: str, seed: int = 0) -> torch.nn.Module:
 def _compile_failed(error: Exception) -> None:
     first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
     print(f"warning: torch.compile is not available here ({type(error).__name__}: {first}); "
-          "running eager (set features.compile: false to skip trying)", file=sys.stderr)
+          "running eager (set runtime.compile: false to skip trying)", file=sys.stderr)
 
 
 def prepare_for_inference(model: torch.nn.Module, precision: str, compile: bool | str,

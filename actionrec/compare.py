@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from actionrec.params import TRAIN_HEADS as HEADS
+from actionrec.params import HEADS
 FINISHED = ("Success", "Failed")
 
 

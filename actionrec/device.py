@@ -8,10 +8,10 @@ import os
 
 import torch
 
-from actionrec.params import ParamsError
+from actionrec.errors import ParamsError
 
 
-def resolve_device(name: str, key: str = "features.device") -> torch.device:
+def resolve_device(name: str, key: str = "runtime.device") -> torch.device:
     """auto -> the first CUDA GPU when torch sees one, else the CPU. Asking for CUDA where
     there is none is a one-line error naming the key."""
     if name == "auto":
@@ -36,7 +36,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """auto -> bf16 on CUDA (fp16 where the GPU lacks bf16), bf16 on a CPU with native bf16,
     else fp32. An explicit choice is kept; int8 (OpenVINO) runs on the CPU only."""
     if precision == "int8" and device.type == "cuda":
-        raise ParamsError("features.precision int8 runs on the CPU only (OpenVINO): set features.device: cpu, "
+        raise ParamsError("features.precision int8 runs on the CPU only (OpenVINO): set runtime.device: cpu, "
                           "or precision auto, bf16, fp16 or fp32 on the GPU")
     if precision != "auto":
         return precision
@@ -69,21 +69,26 @@ def resolve_batch_frames(batch_frames: int | str, device: torch.device) -> int:
 
 
 def check_decoder(decoder: str) -> None:
-    """An explicit features.decoder must be installed, and load, here."""
+    """An explicit runtime.decoder must be installed, and load, here."""
     from actionrec.video import unavailable_decoder
 
     if unavailable_decoder(decoder):
         raise ParamsError(unavailable_decoder(decoder))
 
 
-def resolve_runtime(cfg: dict) -> tuple[dict, torch.device]:
-    """The features params with every `auto` resolved for this machine, and the device; a
-    device or decoder this machine lacks is a ParamsError naming the key. Sets torch's thread
-    count (features.threads; 0 = all cores)."""
-    if cfg.get("threads"):
+def resolve_runtime(features: dict, runtime: dict) -> tuple[dict, torch.device]:
+    """The features params checked with torchvision, merged with the runtime (speed) params,
+    every `auto` resolved for this machine; and the device. A device or decoder this machine
+    lacks is a ParamsError naming the key. Sets torch's thread count (runtime.threads; 0 = all
+    cores)."""
+    from actionrec.backbone import check_features
+
+    check_features(features)
+    cfg = {**features, **runtime}
+    if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     device = resolve_device(cfg["device"])
-    check_decoder(cfg.get("decoder", "auto"))
+    check_decoder(cfg["decoder"])
     resolved = dict(cfg, device=str(device), precision=resolve_precision(cfg["precision"], device),
                     num_workers=resolve_workers(cfg["num_workers"], device),
                     batch_frames=resolve_batch_frames(cfg["batch_frames"], device))

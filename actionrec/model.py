@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-HEADS = ("lstm", "gru", "transformer", "mean")
+from actionrec.params import HEADS  # each head, with the train.* keys its build_model reads
 
 
 def _projection(input_dim: int, proj_dim: int) -> tuple[nn.Module, int]:
@@ -92,12 +92,6 @@ def build_model(meta: dict) -> nn.Module:
     raise ValueError(f"unknown head {head!r}: expected one of {', '.join(HEADS)}")
 
 
-HEAD_KEYS = {  # the train.* params each head's build_model reads, recorded in the model meta
-    "lstm": ("hidden_size", "num_layers", "bidirectional", "proj_dim"),
-    "gru": ("hidden_size", "num_layers", "bidirectional", "proj_dim"),
-    "transformer": ("proj_dim", "transformer_layers", "transformer_heads"),
-    "mean": (),
-}
 
 
 def uses_centering(cfg: dict) -> bool:
@@ -154,7 +148,7 @@ def feature_stats(features: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, n
 
 
 def load_checkpoint(path: str, device: torch.device = torch.device("cpu")) -> tuple[nn.Module, dict]:
-    """(model in eval mode on device, meta) from models/lstm.pt, loaded with weights_only=True
+    """(model in eval mode on device, meta) from models/model.pt, loaded with weights_only=True
     onto the CPU first, so a file written on a GPU machine loads anywhere."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(checkpoint["meta"])

@@ -15,31 +15,18 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationError,
                       field_validator, model_validator)
 
+from actionrec.errors import ParamsError
 from actionrec.video import DECODERS  # numpy only, no torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 INTERPOLATIONS = ("auto", "bilinear", "bicubic", "nearest")
-TRAIN_HEADS = ("lstm", "gru", "transformer", "mean")  # = actionrec.model.HEADS (no torch import here)
+HEADS = {  # the heads actionrec.model builds, each with the train.* keys it reads (recorded in the model meta)
+    "lstm": ("hidden_size", "num_layers", "bidirectional", "proj_dim"),
+    "gru": ("hidden_size", "num_layers", "bidirectional", "proj_dim"),
+    "transformer": ("proj_dim", "transformer_layers", "transformer_heads"),
+    "mean": (),
+}
 WEIGHTS_DIR = Path("weights")  # a DVC dependency of features: weight files given by path live here
-
-
-class UserError(Exception):
-    """Something the user can fix (bad params, missing data); the message says how."""
-
-
-class ParamsError(UserError, ValueError):
-    """A bad value in params.yaml; the message names the key and what is allowed."""
-
-
-def run_stage(main) -> None:
-    """Run a stage's main(): a user error ends it with one line on stderr and exit code 2."""
-    import sys
-
-    try:
-        main()
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def _not_bool(value: Any) -> Any:
@@ -67,6 +54,7 @@ class _Section(BaseModel):
 class Data(_Section):
     source: Literal["synthetic", "ucf101", "folder"]
     root: Annotated[StrictStr, Field(min_length=1, description="a folder path")]
+    allow_random_weights: StrictBool
     # missing, null and "" all mean: no pattern (each video its own group)
     group_pattern: Annotated[StrictStr, BeforeValidator(lambda v: "" if v is None else v),
                              Field(description='a regular expression (or "")')] = ""
@@ -146,24 +134,28 @@ class Features(_Section):
     backbone: StrictStr  # torchvision's names and weights: checked with torchvision (_check_features)
     weights: Annotated[StrictStr, Field(min_length=1, description="none, a torchvision weights name of the "
                                                                   f"backbone or a file under {WEIGHTS_DIR}/")]
-    allow_random_weights: StrictBool
     precision: Literal[PRECISIONS]
     resize: _auto_or(_int(16), "auto or an integer >= 16")
     crop: _auto_or(_int(16), "auto or an integer >= 16")
     interpolation: Literal[INTERPOLATIONS]
-    decoder: Literal[DECODERS]
     seed: _int()
+
+
+class Runtime(_Section):
+    """Speed only: no key here changes a result, so no stage re-runs when one changes."""
+    decoder: Literal[DECODERS]
     device: Annotated[StrictStr, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$",
                                        description="auto, cpu, cuda or cuda:N")]
     compile: _auto_or(StrictBool, "auto, true or false")
     batch_frames: _auto_or(_int(1, 65536), "auto or an integer between 1 and 65536")
     num_workers: _auto_or(_int(0, 256), "auto or an integer between 0 and 256")
     threads: _int(0, 1024)
+    train_threads: _int(0, 1024)
     max_failed_fraction: _float(0.0, 1.0)
 
 
 class Train(_Section):
-    head: Literal[TRAIN_HEADS]
+    head: Literal[tuple(HEADS)]
     proj_dim: _int(0)
     hidden_size: _int(1)
     num_layers: _int(1, 16)
@@ -179,7 +171,6 @@ class Train(_Section):
     patience: _int(1)
     lr_factor: _float(0.01, 0.99)
     lr_patience: _int(0)
-    threads: _int(0, 1024)
     seed: _int()
 
     @model_validator(mode="after")
@@ -206,6 +197,7 @@ class Params(_Section):
     features: Features
     train: Train
     evaluate: Evaluate
+    runtime: Runtime
 
 
 SECTIONS = tuple(Params.model_fields)
@@ -307,13 +299,7 @@ def _check_synthesize(cfg: dict) -> None:
                           f"(the demo's classes), got {cfg['num_classes']}")
 
 
-def _check_features(cfg: dict) -> None:
-    from actionrec.backbone import check_features  # torchvision knows the backbones and weights
-
-    check_features(cfg)
-
-
-DEEP_CHECKS = {"synthesize": _check_synthesize, "features": _check_features}
+DEEP_CHECKS = {"synthesize": _check_synthesize}  # features: actionrec.backbone.check_features (torchvision)
 
 
 def check_section(section: str, cfg: dict) -> dict:
@@ -327,7 +313,7 @@ def check_section(section: str, cfg: dict) -> dict:
 def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
     """The named sections of params.yaml as plain dicts, values coerced. The whole file is
     checked on every call (unknown keys, types, ranges); the named sections also get the checks
-    that import torchvision or the demo's classes. Raises ParamsError."""
+    that need the demo's classes. Raises ParamsError."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -347,16 +333,17 @@ def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, d
 def check_backbone_fits_data(data: dict, features: dict) -> None:
     """Random backbone weights suit only the synthetic demo: on real videos they would make
     near-identical features and a model that learns nothing, silently."""
-    from actionrec.synthetic import OUTPUT
+    from actionrec.pipeline import paths
 
-    if features["weights"] != "none" or features["allow_random_weights"]:
+    demo = paths("synthesize")["out"]
+    if features["weights"] != "none" or data["allow_random_weights"]:
         return
     if data["source"] != "synthetic":
         real = f"data.source is {data['source']}"
-    elif Path(data["root"]) != OUTPUT:
-        real = f"data.root {data['root']} is not the demo's {OUTPUT.as_posix()} (real videos?)"
+    elif Path(data["root"]) != Path(demo):
+        real = f"data.root {data['root']} is not the demo's {demo} (real videos?)"
     else:
         return
     raise ParamsError(f"params.yaml: {real} but features.weights is none (a random backbone): set "
-                      "features.weights: IMAGENET1K_V2 (or DEFAULT, or a file under weights/), or "
-                      "features.allow_random_weights: true to do it on purpose")
+                      f"features.weights: IMAGENET1K_V2 (or DEFAULT, or a file under {WEIGHTS_DIR}/), or "
+                      "data.allow_random_weights: true to do it on purpose")

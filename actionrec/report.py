@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import vl_convert
 
-from actionrec.params import UserError, run_stage
+from actionrec.errors import UserError, run_stage
 
 
 def command(*args: str, cwd: Path | None = None) -> str:

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from actionrec.params import UserError, run_stage
+from actionrec.errors import UserError, run_stage
 from actionrec.report import command as sh, write_report
 
 REF = "refs/review/base"

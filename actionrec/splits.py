@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from actionrec.params import UserError
+from actionrec.errors import UserError
 
 SPLITS = ("train", "val", "test")
 

@@ -31,7 +31,6 @@ CLASSES: list[tuple[str, str, bool]] = [
     ("Shake", "shake", False),
 ]
 CLASS_NAMES = [name for name, _, _ in CLASSES]
-OUTPUT = Path("data/synthetic/UCF-101")  # the synthesize stage's output (dvc.yaml), the default data.root
 
 
 def _scene(rng: np.random.Generator, width: int, height: int) -> dict:

@@ -85,7 +85,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: t
         elif epoch - best["epoch"] >= cfg["patience"]:
             break
     if "state_dict" not in best:
-        from actionrec.params import UserError
+        from actionrec.errors import UserError
 
         raise UserError(f"the validation loss was never finite in {epoch + 1} epochs (the run diverged): "
                         "lower train.lr")

@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from actionrec.params import UserError, load_params, run_stage
+from actionrec.errors import UserError, run_stage
+from actionrec.params import load_params
+from actionrec.pipeline import paths
 
 DATA_STAGES = ("synthesize", "subset", "split")
 REFERENCE = Path("reference/features.npz")
@@ -81,7 +83,8 @@ def reference_videos(video_list: pd.Series, count: int = REFERENCE_CLIPS) -> lis
     return list(video_list.iloc[::step][:count])
 
 
-def extract_clips(paths: list[str], features_cfg: dict, compiled: bool = False) -> tuple[np.ndarray, str]:
+def extract_clips(paths: list[str], features_cfg: dict, runtime_cfg: dict, compiled: bool = False,
+                  ) -> tuple[np.ndarray, str]:
     """float32 [K, T, D] features of the clips through the features stage's own code path
     (decoding, preprocessing, backbone), one clip a batch, eager unless compiled; and the
     precision used."""
@@ -89,8 +92,8 @@ def extract_clips(paths: list[str], features_cfg: dict, compiled: bool = False) 
     from actionrec.device import resolve_runtime
     from actionrec.extract import iter_features
 
-    cfg, device = resolve_runtime({**features_cfg, "compile": compiled, "num_workers": 0,
-                                   "batch_frames": features_cfg["num_frames"]})
+    cfg, device = resolve_runtime(features_cfg, {**runtime_cfg, "compile": compiled, "num_workers": 0,
+                                                 "batch_frames": features_cfg["num_frames"]})
     model = inference_backbone(cfg, device, cfg["batch_frames"])
     out = [None] * len(paths)
     for index, feats, error, *_ in iter_features(model, paths, cfg):
@@ -111,8 +114,8 @@ def write_reference(params: dict) -> Path:
 
     features = dict(params["features"], precision="fp32")
     root = Path(params["data"]["root"])
-    videos = reference_videos(pd.read_csv("data/video_list.csv", keep_default_na=False)["video"])
-    feats, _ = extract_clips([str(root / v) for v in videos], features)
+    videos = reference_videos(pd.read_csv(paths("features")["video_list"], keep_default_na=False)["video"])
+    feats, _ = extract_clips([str(root / v) for v in videos], features, params["runtime"])
     meta = {"videos": videos, "sha256": [sha256_of(root / v) for v in videos],
             "params": {k: features[k] for k in REFERENCE_KEYS}, "precision": "fp32",
             "machine": f"{platform.system()} {platform.machine()} {cpu_name()}"}
@@ -147,7 +150,7 @@ def check_features(params: dict, reference: bytes) -> tuple[str, str]:
     paths = [root / v for v in meta["videos"]]
     if [sha256_of(p) if p.is_file() else None for p in paths] != meta["sha256"]:
         return "differs", f"the reference clips under {root} are not the committed videos: run 'make repro'"
-    feats, precision = extract_clips([str(p) for p in paths], features)
+    feats, precision = extract_clips([str(p) for p in paths], features, params["runtime"])
     distance = float(relative_l2(feats, saved["features"]).max())
     tolerance = TOLERANCE[precision]
     verdict = "identical" if distance == 0 else "within tolerance" if distance <= tolerance else "differs"
@@ -187,7 +190,7 @@ def check_predictions(committed_csv: bytes) -> tuple[str, str]:
 
 def verify(rev: str = "HEAD") -> int:
     """Print one line per artifact; the number of artifacts beyond tolerance."""
-    params = load_params("data", "features")
+    params = load_params("data", "features", "runtime")
     if not Path("dvc.lock").is_file() or not Path("metrics/evaluate.json").is_file():
         raise UserError("nothing reproduced yet: run 'make repro' first")
     status = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True)
@@ -202,7 +205,7 @@ def verify(rev: str = "HEAD") -> int:
     lines.append(check_features(params, git_show(rev, str(REFERENCE))))
     committed = json.loads(git_show(rev, "metrics/evaluate.json"))
     workspace = json.loads(Path("metrics/evaluate.json").read_text())
-    classes = pd.read_csv("data/metadata.csv")["label"].nunique()
+    classes = pd.read_csv(paths("split")["metadata"])["label"].nunique()
     lines += check_metrics(committed, workspace, committed["test_videos"], classes)
     lines.append(check_predictions(git_show(rev, "plots/confusion_test.csv")))
     for verdict, text in lines:
@@ -219,7 +222,7 @@ def main() -> None:
                         help=f"extract the reference clips here (fp32) into {REFERENCE}")
     args = parser.parse_args()
     if args.write_reference:
-        print(write_reference(load_params("data", "features")))
+        print(write_reference(load_params("data", "features", "runtime")))
         return
     if verify(args.rev):
         raise SystemExit(1)

@@ -73,7 +73,7 @@ class Scan(NamedTuple):
     times: np.ndarray            # seconds of each frame from the first one, presentation order
     keyframes: list[int]         # positions a decoder can start from with no earlier frame (0 first)
     seek_points: dict[int, tuple[int | None, int | None]]  # keyframe position -> packet (pts, dts)
-    demux_error: str             # "" or why demuxing stopped early
+    damage: str                  # "" or what looks damaged (demuxing stopped early, rotation unknown)
     reordered: bool              # B-frames: packets arrive out of presentation order
 
     @property
@@ -160,12 +160,15 @@ def scan(path: str | os.PathLike) -> Scan:
     if count == 1:
         raise VideoError(f"not a video: a still image (one frame, {codec} in {kind.split(',')[0]})")
     rotation = _display_rotation(first_frame) if first_frame is not None else 0
+    damage = [f"demuxing stopped early ({demux_error})"] if demux_error else []
+    if first_frame is None:  # the rotation rides on a decoded frame: say it is a guess
+        damage.append("no frame of the first 64 packets decodes, so its rotation is unknown (taken as upright)")
     if rotation in (90, 270):
         width, height = height, width
     times, keyframes, seek_points = _presentation(pts, dts, key, time_base, fps)
     reordered = any(a is not None and b is not None and b < a for a, b in zip(pts, pts[1:]))
     return Scan(index, kind, codec, width, height, fps, rotation, declared, times,
-                keyframes, seek_points, demux_error, reordered)
+                keyframes, seek_points, "; ".join(damage), reordered)
 
 
 def _presentation(pts: list, dts: list, key: list, time_base: float | None, fps: float | None):
@@ -268,7 +271,7 @@ def decord_available() -> bool:
     return load_error("decord") is None
 
 
-def unavailable_decoder(decoder: str, key: str = "features.decoder") -> str:
+def unavailable_decoder(decoder: str, key: str = "runtime.decoder") -> str:
     """"" when `decoder` can run here, else a one-line error naming the key and what to do."""
     if decoder not in DECODERS:
         return f"{key} must be one of {', '.join(DECODERS)}, got {decoder!r}"
@@ -473,11 +476,26 @@ def _window(found: Scan, start: float | None, end: float | None) -> tuple[int, i
     return first, stop
 
 
-def _damage_warning(decoded: int, declared: int | None) -> str:
-    """A header that declares clearly more frames than there are: a cut or damaged file."""
-    if declared and declared - decoded > max(2, declared // 50):
-        return f"decoded {decoded} of {declared} frames: damaged file?"
-    return ""
+def _damage_warning(decoded: int, expected: int | None, damage: str, slack: int | None = None) -> str:
+    """Clearly fewer frames than expected (by default: than a header declares), or what the
+    scan found damaged: a cut or damaged file."""
+    slack = max(2, (expected or 0) // 50) if slack is None else slack
+    said = [f"decoded {decoded} of {expected} frames"] if expected and expected - decoded > slack else []
+    said += [damage] if damage else []
+    return "; ".join(said) + ": damaged file?" if said else ""
+
+
+@functools.cache
+def _unreadable_errors() -> tuple[type[Exception], ...]:
+    """What the decoders raise on a file they cannot read; anything else is a bug, and crashes."""
+    import av
+
+    errors = (av.error.FFmpegError, RuntimeError, ValueError, OSError, EOFError, _DecodedShort)
+    if decord_available():
+        from decord._ffi.base import DECORDError  # a plain Exception
+
+        errors += (DECORDError,)
+    return errors
 
 
 def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
@@ -489,6 +507,7 @@ def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
     it cannot decode faithfully (decord and rotation) or at all goes to PyAV, the reference.
     device: where the features run; "cuda..." decodes with torchcodec on the GPU where NVDEC
     handles the codec. VideoError (no path in the message) when nothing can read it."""
+    unreadable = _unreadable_errors()
     path = str(path)
     found = scan(path)
     window = _window(found, start, end)
@@ -498,7 +517,7 @@ def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
     for name in _decoder_order(decoder, found, gpu):
         try:
             frames = DECODE[name](path, found, wanted, gpu if name == "torchcodec" else "cpu")
-        except Exception as error:  # decord and torchcodec raise their own and generic errors
+        except unreadable as error:  # decord and torchcodec raise their own RuntimeErrors
             errors.append(f"{name}: {_first_line(error)}")
             if name == "torchcodec" and gpu != "cpu":
                 _note(f"torchcodec could not decode {found.codec} on {gpu} ({_first_line(error)}): "
@@ -507,19 +526,16 @@ def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
         if frames.shape != (len(wanted), found.height, found.width, 3):
             errors.append(f"{name}: frames of shape {frames.shape[1:]}")
             continue
-        warning = _damage_warning(found.frame_count, found.declared_frames)
-        return Clip(frames, wanted, found.rotation, found.frame_count, found.declared_frames, name,
-                    warning or (f"demuxing stopped early ({found.demux_error}): damaged file?"
-                                if found.demux_error else ""))
+        warning = _damage_warning(found.frame_count, found.declared_frames, found.damage)
+        return Clip(frames, wanted, found.rotation, found.frame_count, found.declared_frames, name, warning)
     try:  # sparse decoding ran out of frames: count what really decodes
         frames, wanted, count = _decode_pyav_whole(path, found, num_frames, window)
     except VideoError:
         raise
-    except Exception as error:
+    except unreadable as error:
         raise VideoError("; ".join([*errors, f"PyAV: {_first_line(error)}"])) from None
-    warning = _damage_warning(count, found.declared_frames)
-    if not warning and count < found.frame_count:
-        warning = f"decoded {count} of {found.frame_count} frames: damaged file?"
+    warning = (_damage_warning(count, found.declared_frames, "") and _damage_warning(count, found.declared_frames, found.damage)
+               or _damage_warning(count, found.frame_count, found.damage, slack=0))
     return Clip(frames, wanted, found.rotation, count, found.declared_frames, "pyav", warning)
 
 

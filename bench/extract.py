@@ -22,11 +22,12 @@ from actionrec.backbone import embed, inference_backbone, preprocessing
 from actionrec.device import resolve_runtime
 from actionrec.extract import ClipDataset, iter_features
 from actionrec.params import load_params
+from actionrec.pipeline import paths
 
 
 def bench_videos(root: Path, count: int) -> list[str]:
     """count videos spread evenly over the classes (25 classes x 8 for the default 200)."""
-    rows = pd.read_csv("data/metadata.csv")
+    rows = pd.read_csv(paths("subset")["metadata"])
     per_class = max(1, count // rows["class_name"].nunique())
     picked = rows.groupby("class_name", sort=True).head(per_class)
     return [str(root / v) for v in picked["video"]][:count]
@@ -88,7 +89,7 @@ def whole_stage(num_frames: int) -> float:
     """frames/s of `dvc repro -f -s features` on the whole dataset, start-up included."""
     start = time.perf_counter()
     subprocess.run(["dvc", "repro", "-f", "-s", "features"], check=True, stdout=subprocess.DEVNULL)
-    return num_frames * len(pd.read_csv("data/metadata.csv")) / (time.perf_counter() - start)
+    return num_frames * len(pd.read_csv(paths("subset")["metadata"])) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -96,8 +97,8 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=200)
     parser.add_argument("--whole", action="store_true")
     args = parser.parse_args()
-    params = load_params("data", "features")
-    cfg, device = resolve_runtime(params["features"])
+    params = load_params("data", "features", "runtime")
+    cfg, device = resolve_runtime(params["features"], params["runtime"])
     paths = bench_videos(Path(params["data"]["root"]), args.videos)
     print(f"{len(paths)} videos, {cfg['num_frames']} frames each, device {device}, torch threads "
           f"{torch.get_num_threads()}, precision {cfg['precision']}, compile {cfg['compile']}, "

@@ -43,13 +43,14 @@ def worker(out: Path, precision: str, threads: int, compiled: bool) -> None:
     import pandas as pd
 
     from actionrec.params import load_params
+    from actionrec.pipeline import paths
     from actionrec.verify import extract_clips, reference_videos
 
-    params = load_params("data", "features")
+    params = load_params("data", "features", "runtime")
     root = Path(params["data"]["root"])
-    videos = reference_videos(pd.read_csv("data/video_list.csv", keep_default_na=False)["video"])
-    cfg = dict(params["features"], precision=precision, threads=threads)
-    feats, _ = extract_clips([str(root / v) for v in videos], cfg, compiled=compiled)
+    videos = reference_videos(pd.read_csv(paths("features")["video_list"], keep_default_na=False)["video"])
+    feats, _ = extract_clips([str(root / v) for v in videos], dict(params["features"], precision=precision),
+                             dict(params["runtime"], threads=threads), compiled=compiled)
     np.save(out, feats)
 
 

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 import yaml
 
-from actionrec.model import HEADS, build_model, prepare, uses_centering
-from actionrec.params import ParamsError, check_section, load_params
+from actionrec.model import build_model, prepare, uses_centering
+from actionrec.errors import ParamsError
+from actionrec.params import HEADS, check_section, load_params
 from actionrec.training import fit
 
 
@@ -35,14 +36,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--classes", type=int, default=25)
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="train.KEY=VALUE")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="train.KEY=VALUE or runtime.train_threads=N")
     args = parser.parse_args()
-    base = load_params("train")["train"]
-    for item in args.set:
+    params = load_params("train", "runtime")
+    for item in args.set:  # train.KEY or runtime.KEY, as dvc exp run -S
         key, _, value = item.partition("=")
-        base[key.removeprefix("train.")] = yaml.safe_load(value)  # numbers and booleans, as dvc exp run -S
+        section, _, name = key.rpartition(".")
+        params[section or "train"][name] = yaml.safe_load(value)
+    base, threads = params["train"], int(params["runtime"]["train_threads"])
     heads = (args.heads or base["head"]).split(",")
-    threads = int(base["threads"])
     if threads:
         torch.set_num_threads(threads)
     if not set(heads) <= set(HEADS):

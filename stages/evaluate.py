@@ -1,5 +1,5 @@
-"""Stage evaluate: the trained head (train.head) vs an order-blind baseline on the test split -> metrics/evaluate.json,
-plots/confusion_test.csv (DVC confusion template), plots/per_class_test.csv."""
+"""Stage evaluate: MODEL (the trained head) vs an order-blind baseline on SPLITS/test.csv ->
+METRICS, CONFUSION (DVC's confusion template) and PER_CLASS (accuracy per class)."""
 import json
 from pathlib import Path
 
@@ -13,7 +13,8 @@ from threadpoolctl import threadpool_limits
 from actionrec.dataset import load_split
 from actionrec.device import resolve_device
 from actionrec.model import load_checkpoint, lstm_inputs
-from actionrec.params import load_params, run_stage
+from actionrec.errors import run_stage
+from actionrec.params import load_params
 
 
 def clip_means(features: np.ndarray, mean: np.ndarray, std: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -38,14 +39,15 @@ def scores(prefix: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict:
             f"{prefix}test_macro_f1": round(f1_score(y_true, y_pred, average="macro", zero_division=0), 6)}
 
 
-def main() -> None:
-    params = load_params("evaluate", "features")
-    cfg, device = params["evaluate"], resolve_device(params["features"]["device"])
-    model, meta = load_checkpoint("models/lstm.pt", device)
+def main(features: str, splits: str, model_file: str, metrics_file: str, confusion: str, per_class_csv: str) -> None:
+    params = load_params("evaluate", "runtime")
+    cfg, device = params["evaluate"], resolve_device(params["runtime"]["device"])
+    features, splits = Path(features), Path(splits)
+    model, meta = load_checkpoint(model_file, device)
     mean, std = meta["feature_mean"].numpy(), meta["feature_std"].numpy()
     names = np.array(meta["class_names"])
-    train_feats, train_rows, _ = load_split("train")
-    test_feats, test_rows, test_failed = load_split("test")
+    train_feats, train_rows, _ = load_split("train", features, splits)
+    test_feats, test_rows, test_failed = load_split("test", features, splits)
     y_train, y_test = train_rows["label"].to_numpy(), test_rows["label"].to_numpy()
     with torch.no_grad():
         lstm_pred = model(lstm_inputs(test_feats, meta).to(device)).argmax(1).cpu().numpy()
@@ -57,16 +59,14 @@ def main() -> None:
                # the accuracies are over the test videos that could be decoded; the others are counted
                "test_videos": int(len(y_test)), "test_videos_not_decoded": test_failed}
     metrics["temporal_gain_test_accuracy"] = round(metrics["test_accuracy"] - metrics["baseline_test_accuracy"], 6)
-    Path("metrics/evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    Path(metrics_file).write_text(json.dumps(metrics, indent=2) + "\n")
 
-    Path("plots").mkdir(exist_ok=True)
-    pd.DataFrame({"actual": names[y_test], "predicted": names[lstm_pred]}).to_csv(
-        "plots/confusion_test.csv", index=False)
+    Path(confusion).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"actual": names[y_test], "predicted": names[lstm_pred]}).to_csv(confusion, index=False)
     per_class = pd.DataFrame({"class_name": names[y_test], "lstm": lstm_pred == y_test,
                               "baseline": baseline_pred == y_test})
     per_class = per_class.groupby("class_name", sort=True).mean().round(4).reset_index()
-    per_class.rename(columns={"lstm": "accuracy", "baseline": "baseline_accuracy"}).to_csv(
-        "plots/per_class_test.csv", index=False)
+    per_class.rename(columns={"lstm": "accuracy", "baseline": "baseline_accuracy"}).to_csv(per_class_csv, index=False)
     print(json.dumps(metrics))
 
 

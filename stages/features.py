@@ -1,20 +1,22 @@
-"""Stage features: num_frames frames of every video in data/video_list.csv through the frozen
-backbone -> data/features/features.npy (float16 [N, T, D], memory-mappable), videos.csv (the
-N videos in row order, with the rotation applied to each and any decoding warning) and
-info.json (what made them).
+"""Stage features: num_frames frames of every video in VIDEO_LIST through the frozen backbone
+-> OUT/features.npy (float16 [N, T, D], memory-mappable), videos.csv (the N videos in row
+order, with the rotation applied to each and any decoding warning) and info.json (what made
+them); METRICS and FAILED (one row per video that could not be decoded).
 
-Features depend on the videos and the feature params only: not on labels, groups or the
-split (train and evaluate join data/splits/*.csv to videos.csv by video). Each video's
-features are kept, as soon as they are computed, in a store outside DVC's outputs:
-data/features-store/<fingerprint>/<SHA-256 of the video file>.npz. The fingerprint changes
-with anything that changes the values (params, code, torch, weights, device type), so a
-store entry is only ever reused for identical inputs. So adding a class, raising
-subset.videos_per_class or an interrupted run decodes only the videos that have no features
-yet; the outputs appear only at the end, by renaming a finished folder."""
+Features depend on the videos and the features params only: not on labels, groups or the
+split (train and evaluate join the split's CSVs to videos.csv by video). Each video's features
+are kept, as soon as they are computed, in a store beside OUT, outside DVC's outputs:
+OUT-store/<fingerprint>/<SHA-256 of the video file>.npz. The fingerprint changes with anything
+that changes the values (the features params, the code this stage depends on in dvc.yaml,
+torch, the weights, the device type), so a store entry is only ever reused for identical
+inputs. So adding a class, raising subset.videos_per_class or an interrupted run decodes only
+the videos that have no features yet; OUT appears only at the end, by renaming a finished
+folder."""
 import hashlib
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +25,20 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from actionrec.backbone import inference_backbone, preprocessing, weights_file
+from actionrec.backbone import build_backbone, inference_backbone, preprocessing, weights_file
 from actionrec.device import resolve_runtime
 from actionrec.download import sha256_of
 from actionrec.extract import Throughput, atomic_save_npy, iter_features
-from actionrec.params import UserError, load_params, run_stage
-
-OUT, STORE, VIDEO_LIST = Path("data/features"), Path("data/features-store"), Path("data/video_list.csv")
-# the params that change feature values (dvc.yaml lists the same keys); the rest only speed
-RESULT_KEYS = ("num_frames", "backbone", "weights", "precision", "resize", "crop", "interpolation", "seed")
-CODE = ("stages/features.py", "actionrec/video.py", "actionrec/backbone.py", "actionrec/extract.py",
-        "actionrec/device.py", "actionrec/quantize.py")
+from actionrec.errors import UserError, run_stage
+from actionrec.params import load_params
+from actionrec.pipeline import code_deps
 
 
 def fingerprint(info: dict) -> str:
-    """Changes when anything but the video itself changes the features: then stored features
-    are not reused."""
-    code = {name: sha256_of(Path(name)) for name in CODE if Path(name).exists()}
+    """Changes when anything but the video itself changes the features (info: the features
+    params and what else made them; the code: every .py file dvc.yaml lists as a dep of this
+    stage, a missing one an error): then stored features are not reused."""
+    code = sorted(sha256_of(path) for path in code_deps("features"))
     blob = json.dumps([info, code], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -105,23 +104,25 @@ def extract_all(model_factory, paths: list[str], cfg: dict, store: Path,
     return (np.stack(done) if done else None), errors, infos, extracted
 
 
-def main() -> None:
-    params = load_params("data", "features")
-    cfg, device = resolve_runtime(params["features"])
-    root = Path(params["data"]["root"])
-    if not VIDEO_LIST.is_file():
-        raise UserError(f"{VIDEO_LIST} not found: run 'dvc repro' (the subset stage writes it)")
-    videos = pd.read_csv(VIDEO_LIST, keep_default_na=False)["video"]
+def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
+    params = load_params("data", "features", "runtime")
+    cfg, device = resolve_runtime(params["features"], params["runtime"])
+    root, out = Path(params["data"]["root"]), Path(out)
+    if not Path(video_list).is_file():
+        raise UserError(f"{video_list} not found: run 'dvc repro' (the subset stage writes it)")
+    videos = pd.read_csv(video_list, keep_default_na=False)["video"]
     path = weights_file(cfg["weights"], cfg["backbone"])
-    info = {**{k: cfg[k] for k in RESULT_KEYS}, "preprocessing": preprocessing(cfg), "device": cfg["device"],
-            "weights_sha256": sha256_of(path) if path and path.is_file() else None,
+    if path and not path.is_file():  # named weights not downloaded yet: now, so the fingerprint has their hash
+        build_backbone(cfg["backbone"], cfg["weights"])
+    info = {**params["features"], "preprocessing": preprocessing(cfg), "device": cfg["device"],
+            "precision": cfg["precision"], "weights_sha256": sha256_of(path) if path else None,
             "torch": torch.__version__, "torchvision": torchvision.__version__}
     if cfg["precision"] == "int8":  # the calibration clips and OpenVINO's version fix the values too
         from actionrec.quantize import calibration_info
 
         info["calibration"] = calibration_info()
-    store = STORE / fingerprint({**{k: v for k, v in info.items() if k != "device"},
-                                 "device_type": device.type})
+    store = out.with_name(out.name + "-store") / fingerprint(
+        {**{k: v for k, v in info.items() if k != "device"}, "device_type": device.type})
     store.mkdir(parents=True, exist_ok=True)
     print(f"features on {device} in {cfg['precision']}, {cfg['num_workers']} decode worker(s), "
           f"batches of {cfg['batch_frames']} frames")
@@ -139,20 +140,19 @@ def main() -> None:
 
     failed = pd.DataFrame({"video": videos, "error": errors})
     failed = failed[failed["error"] != ""]
-    Path("metrics").mkdir(exist_ok=True)
-    failed.to_csv("metrics/failed_videos.csv", index=False)
+    for video, error in failed.itertuples(index=False):  # each one named, whether or not it stops the run
+        print(f"warning: {video} could not be decoded, left out: {error}", file=sys.stderr)
+    failed.to_csv(failed_csv, index=False)
     if len(failed) > cfg["max_failed_fraction"] * len(videos):
         raise UserError(f"{len(failed)} of {len(videos)} videos could not be decoded (more than "
-                        f"features.max_failed_fraction={cfg['max_failed_fraction']}): see "
-                        "metrics/failed_videos.csv; fix or remove them, or raise the limit")
+                        f"runtime.max_failed_fraction={cfg['max_failed_fraction']}): see "
+                        f"{failed_csv}; fix or remove them, or raise the limit")
     if feats is None:
-        raise UserError(f"none of the {len(videos)} videos could be decoded: see metrics/failed_videos.csv")
+        raise UserError(f"none of the {len(videos)} videos could be decoded: see {failed_csv}")
 
-    if info["weights_sha256"] is None and cfg["weights"] != "none":  # downloaded just now
-        info["weights_sha256"] = sha256_of(weights_file(cfg["weights"], cfg["backbone"]))
     ok = np.array([e == "" for e in errors], dtype=bool)
     info.update(feature_dim=int(feats.shape[2]), videos=int(ok.sum()))
-    tmp = OUT.with_name(OUT.name + ".tmp")
+    tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     atomic_save_npy(tmp / "features.npy", feats)
@@ -160,8 +160,8 @@ def main() -> None:
                           "warning": [i["warning"] for i in infos]})
     table[ok].to_csv(tmp / "videos.csv", index=False)
     (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-    shutil.rmtree(OUT, ignore_errors=True)
-    tmp.replace(OUT)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
     summary = {"videos": int(ok.sum()), "failed_videos": len(failed), "warned_videos": len(warned),
                "frames": int(ok.sum()) * cfg["num_frames"],
                "extracted_videos": extracted, "reused_videos": int(ok.sum()) - extracted,
@@ -171,7 +171,7 @@ def main() -> None:
     # second "weights" beside the params'
     print(f"features of {summary['videos']} videos: {info['backbone']} ({info['weights']} weights), "
           f"{info['precision']} on {info['device']}")
-    Path("metrics/features.json").write_text(json.dumps(summary, indent=2) + "\n")
+    Path(metrics).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
-"""Stage split: train/val/test by whole groups -> data/splits/*.csv and metrics/split.json."""
+"""Stage split: METADATA's videos into train/val/test by whole groups -> OUT/<split>.csv and METRICS."""
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from actionrec.params import UserError, load_params, run_stage
+from actionrec.errors import UserError, run_stage
+from actionrec.params import load_params
 from actionrec.splits import SPLITS, group_split, official_split, random_split, shared_groups
 from actionrec.ucf101 import read_split_list
 
 
-def main() -> None:
+def main(metadata: str, out: str, metrics: str) -> None:
     params = load_params("data", "split")
     cfg, data = params["split"], params["data"]
     if cfg["method"] == "official" and data["source"] != "ucf101":
@@ -23,7 +24,7 @@ def main() -> None:
               "alice_take1.mp4 or '^(?P<group>[^/]+)/' for one sub-folder per recording",
               file=sys.stderr)
     # keep_default_na=False: a folder group named e.g. NA or None stays a string, not a NaN
-    subset = pd.read_csv("data/metadata.csv", keep_default_na=False)
+    subset = pd.read_csv(metadata, keep_default_na=False)
     fractions = {name: cfg[name] for name in SPLITS}
     if cfg["method"] == "group":
         split = group_split(subset, fractions, cfg["seed"])
@@ -38,7 +39,12 @@ def main() -> None:
               "several splits: its accuracy is inflated; use it only to measure the leak",
               file=sys.stderr)
         split = random_split(subset, fractions, cfg["seed"])
-    out = Path("data/splits")
+    empty = [name for name in ("train", "val") if not (split == name).any()]
+    if empty:
+        raise UserError(f"split.method {cfg['method']} left the {' and '.join(empty)} split empty "
+                        f"({subset['group'].nunique()} groups in {len(subset)} videos): use more videos or "
+                        "groups per class (subset.videos_per_class), or split.method: group")
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"method": cfg["method"], "shared_groups": shared_groups(subset, split),
                "shared_groups_counts": "(class, group) pairs with clips in more than one split"}
@@ -48,8 +54,7 @@ def main() -> None:
         summary[name] = {"videos": len(part), "groups": int(part.groupby(["class_name", "group"]).ngroups),
                          "classes": int(part["label"].nunique()),
                          "fraction": round(len(part) / len(subset), 4)}
-    Path("metrics").mkdir(exist_ok=True)
-    Path("metrics/split.json").write_text(json.dumps(summary, indent=2) + "\n")
+    Path(metrics).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
 
 

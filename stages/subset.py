@@ -1,12 +1,14 @@
-"""Stage subset: pick the classes and up to videos_per_class clips each -> data/metadata.csv,
-and data/video_list.csv, the same videos sorted by path without labels or groups: all that the
-features stage depends on, so relabelling or regrouping never re-runs it."""
+"""Stage subset: pick the classes and up to videos_per_class clips each -> METADATA (video,
+label, class_name, group, clip), VIDEO_LIST (the same videos sorted by path, without labels or
+groups: all that the features stage depends on, so relabelling or regrouping never re-runs it)
+and METRICS."""
 import json
 import sys
 from pathlib import Path
 
 from actionrec.folder import SKIP_REASONS, scan_folder
-from actionrec.params import UserError, load_params, run_stage
+from actionrec.errors import UserError, run_stage
+from actionrec.params import load_params
 from actionrec.splits import choose_subset
 from actionrec.ucf101 import scan_dataset
 
@@ -27,7 +29,7 @@ def scan(data: dict, root: Path) -> tuple:
     return clips, rejected, {}
 
 
-def main() -> None:
+def main(metadata: str, video_list: str, metrics: str) -> None:
     params = load_params("data", "subset")
     data, cfg = params["data"], params["subset"]
     root = Path(data["root"])
@@ -41,14 +43,12 @@ def main() -> None:
         print(f"warning: {len(warn) - 10} more files not used", file=sys.stderr)
     subset = choose_subset(clips, cfg["classes"], cfg["num_classes"], cfg["videos_per_class"],
                            cfg["seed"])
-    Path("data").mkdir(exist_ok=True)
-    subset.to_csv("data/metadata.csv", index=False)
-    subset[["video"]].sort_values("video").to_csv("data/video_list.csv", index=False)
+    subset.to_csv(metadata, index=False)
+    subset[["video"]].sort_values("video").to_csv(video_list, index=False)
     not_used = sum(skipped.values()) if skipped else len(warn)
     summary = {"classes": int(subset["label"].nunique()), "videos": len(subset),
                "videos_found": len(clips), "files_not_used": not_used, **skipped}
-    Path("metrics").mkdir(exist_ok=True)
-    Path("metrics/subset.json").write_text(json.dumps(summary, indent=2) + "\n")
+    Path(metrics).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"subset: {summary['videos']} videos of {summary['classes']} classes "
           f"({not_used} files not used)")
 

@@ -1,8 +1,10 @@
 """Shared fixtures: tiny generated videos and the real sample clips in tests/data/."""
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,13 @@ REAL_CLIPS = ("v_ApplyEyeMakeup_g01_c01.avi", "kinetics_arm_wrestling.mp4", "sho
 EXPERIMENT_RESULTS = ("params.yaml", "dvc.lock", "metrics/", "plots/")
 
 
+def stage_argv(stage: str) -> list[str]:
+    """The stage's command as dvc.yaml gives it (its paths relative to the working directory),
+    run by this Python on this checkout's script."""
+    script, *args = shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["cmd"])[1:]
+    return [sys.executable, str(ROOT / script), *args]
+
+
 def committed(rel: str, repo: Path = ROOT) -> bytes | None:
     """The file rel as committed at HEAD of repo; None where HEAD has no such file."""
     result = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=repo, capture_output=True)
@@ -28,6 +37,17 @@ def committed(rel: str, repo: Path = ROOT) -> bytes | None:
 def committed_params(repo: Path = ROOT) -> dict:
     """params.yaml as committed, whatever experiment is applied to the workspace."""
     return yaml.safe_load(committed("params.yaml", repo))
+
+
+def update_params(params: dict, **keys) -> dict:
+    """Set each key in the section that holds it, features before runtime before data (a key
+    such as seed or threads also lives elsewhere: set those directly)."""
+    from actionrec.params import MODELS
+
+    for key, value in keys.items():
+        section = next(name for name in ("features", "runtime", "data") if key in MODELS[name].model_fields)
+        params[section][key] = value
+    return params
 
 
 def tiny_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: int = 25) -> Path:

@@ -1,5 +1,4 @@
 import copy
-import json
 import os
 import subprocess
 import sys
@@ -12,11 +11,10 @@ import torch
 import torchvision
 import yaml
 
-from actionrec.backbone import (DEFAULT_PREPROCESSING, build_backbone, check_backbone, embed, inference_backbone,
-                                normalize, prepare_for_inference, preprocessing, resize_crop, weights_file)
-from actionrec.params import ParamsError, UserError
+from actionrec.backbone import (DEFAULT_PREPROCESSING, build_backbone, check_backbone, embed, normalize, prepare_for_inference, preprocessing, resize_crop, weights_file)
+from actionrec.errors import ParamsError, UserError
 from actionrec.video import read_frames
-from tests.conftest import ROOT, committed_params, tiny_video
+from tests.conftest import ROOT, committed_params, stage_argv, tiny_video
 
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": ""}  # nothing answers
 
@@ -198,9 +196,10 @@ def test_named_weights_offline_are_one_line_from_the_features_stage_and_predict(
     (tmp_path / "data/video_list.csv").write_text("video\nA/v_A_g01_c01.avi\n")
     params = committed_params()
     params["data"]["root"] = "videos"
-    params["features"].update(backbone="resnet18", weights="IMAGENET1K_V1", compile=False)
+    params["features"].update(backbone="resnet18", weights="IMAGENET1K_V1")
+    params["runtime"]["compile"] = False
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    stage = subprocess.run([sys.executable, str(ROOT / "stages/features.py")], cwd=tmp_path, env=env,
+    stage = subprocess.run(stage_argv("features"), cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
     meta = {"class_names": ["A", "B"], "feature_dim": 512, "hidden_size": 4, "num_layers": 1, "dropout": 0.0,
             "bidirectional": False, "temporal_centering": False, "num_frames": 2, "backbone": "resnet18",

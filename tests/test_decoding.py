@@ -13,7 +13,7 @@ import pytest
 
 import actionrec.video as video
 from actionrec.video import Clip, VideoError, frame_indices, probe, sample_clip
-from tests.conftest import (ROTATION_MATRICES, encode_video, numbered_frames, rotated_video, tiny_video,
+from tests.conftest import (encode_video, numbered_frames, rotated_video, tiny_video,
                             vfr_video, white_corner)
 
 OTHER_DECODERS = ["decord", "torchcodec"]

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from actionrec import device as dev
-from actionrec.params import ParamsError
+from actionrec.errors import ParamsError
+from tests.conftest import committed_params
 
 
 def test_auto_is_the_cpu_without_a_gpu_and_cuda_with_one(monkeypatch):
@@ -15,7 +16,7 @@ def test_auto_is_the_cpu_without_a_gpu_and_cuda_with_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert dev.resolve_device("auto") == torch.device("cuda")
     assert dev.resolve_device("cuda:1") == torch.device("cuda:1")
-    with pytest.raises(ParamsError, match="features.device is cuda:2 but only 2 CUDA device"):
+    with pytest.raises(ParamsError, match="runtime.device is cuda:2 but only 2 CUDA device"):
         dev.resolve_device("cuda:2")
 
 
@@ -23,7 +24,7 @@ def test_asking_for_cuda_without_one_names_the_key(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ParamsError) as error:
         dev.resolve_device("cuda")
-    assert str(error.value) == "features.device is cuda but torch sees no CUDA GPU here: set features.device: auto or cpu"
+    assert str(error.value) == "runtime.device is cuda but torch sees no CUDA GPU here: set runtime.device: auto or cpu"
 
 
 @pytest.mark.parametrize("native,expected", [(True, "bf16"), (False, "fp32")])
@@ -54,8 +55,10 @@ def test_workers_and_batch_follow_the_device_and_the_cores(monkeypatch):
 
 def test_resolve_runtime_fills_every_auto(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cfg = {"device": "auto", "precision": "auto", "num_workers": "auto", "batch_frames": "auto", "threads": 0}
-    resolved, device = dev.resolve_runtime(cfg)
+    params = committed_params()
+    params["features"]["precision"] = "auto"
+    params["runtime"].update(device="auto", num_workers="auto", batch_frames="auto")
+    resolved, device = dev.resolve_runtime(params["features"], params["runtime"])
     assert device == torch.device("cpu") and resolved["device"] == "cpu"
     assert resolved["precision"] in ("fp32", "bf16") and resolved["num_workers"] >= 1 and resolved["batch_frames"] == 64
-    assert cfg["precision"] == "auto"  # the params themselves are left alone
+    assert params["features"]["precision"] == "auto"  # the params themselves are left alone

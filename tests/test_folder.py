@@ -3,7 +3,6 @@ split stage's checks on folder data (no decoding here: see test_folder_pipeline.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,9 +10,10 @@ import pytest
 import yaml
 
 from actionrec.folder import scan_folder
-from actionrec.params import ParamsError, UserError, load_params
+from actionrec.errors import ParamsError, UserError
+from actionrec.params import load_params
 from actionrec.splits import group_split, shared_groups
-from tests.conftest import ROOT, committed_params
+from tests.conftest import committed_params, stage_argv
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 FILES = ["Wave/bob_1.mkv", "Wave/alice_2.MP4", "Wave/alice_1.mp4", "Wave/session 2/carol_1.MOV",
@@ -117,8 +117,7 @@ def run_split(workdir: Path, metadata: pd.DataFrame, **data) -> subprocess.Compl
     write_params(workdir, **data)
     (workdir / "data").mkdir(exist_ok=True)
     metadata.to_csv(workdir / "data/metadata.csv", index=False)
-    return subprocess.run([sys.executable, str(ROOT / "stages/split.py")], cwd=workdir,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(stage_argv("split"), cwd=workdir, capture_output=True, text=True, timeout=120)
 
 
 def test_split_stage_on_folder_data(tmp_path):
@@ -143,7 +142,6 @@ def test_split_stage_on_folder_data(tmp_path):
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["split"]["method"] = "official"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, str(ROOT / "stages/split.py")], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(stage_argv("split"), cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: split.method official") and "data.source: ucf101" in result.stderr

@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tests.conftest import ROOT, tiny_video
+from tests.conftest import stage_argv, tiny_video
 from tests.test_pipeline import copy_repo, git, run, tool_env
 
 TINY = {
-    "data": {"source": "folder", "root": "videos", "group_pattern": ""},
-    "subset": {"num_classes": 3},
     # random weights on real-looking videos: refused unless asked for, and asked for here (speed)
-    "features": {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 16, "compile": False,
-                 "allow_random_weights": True},
+    "data": {"source": "folder", "root": "videos", "group_pattern": "", "allow_random_weights": True},
+    "subset": {"num_classes": 3},
+    "features": {"num_frames": 4, "resize": 64, "crop": 56},
+    "runtime": {"batch_frames": 16, "compile": False},
     "train": {"hidden_size": 8, "max_epochs": 4, "patience": 2},
 }
 # names as people record them: a person per prefix, a sub-folder, upper-case extensions
@@ -79,8 +79,7 @@ def test_own_videos_end_to_end(tmp_path):
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error: ")]
     assert result.returncode != 0 and len(errors) == 1, result.stdout + result.stderr
     assert errors[0].startswith("error: class folder empty under videos holds no videos")
-    stage = subprocess.run([sys.executable, "stages/subset.py"], cwd=repo, capture_output=True, text=True,
-                           timeout=120)
+    stage = subprocess.run(stage_argv("subset"), cwd=repo, capture_output=True, text=True, timeout=120)
     assert stage.returncode == 2 and stage.stderr.count("\n") == 1 and stage.stderr.startswith("error: ")
 
     shutil.rmtree(repo / "videos/empty")

@@ -5,12 +5,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actionrec.params import ParamsError, load_params
+from actionrec.errors import ParamsError
+from actionrec.backbone import check_features
+from actionrec.params import load_params
 
-from tests.conftest import ROOT, committed, committed_params
+from tests.conftest import committed, committed_params, stage_argv
 
 DEFAULTS = committed_params()  # as committed: an experiment applied to the workspace is not the contract
-SECTIONS = ("data", "synthesize", "subset", "split", "features", "train", "evaluate")
+SECTIONS = ("data", "synthesize", "subset", "split", "features", "train", "evaluate", "runtime")
+
+
+def load_checked(*sections, path):
+    """load_params, plus what torchvision says of the features (as every stage that reads them does)."""
+    params = load_params(*sections, path=path)
+    if "features" in params:
+        check_features(params["features"])
+    return params
 
 
 def write(tmp_path, section, key, value):
@@ -45,10 +55,10 @@ def test_numbers_written_by_dvc_exp_are_read_as_numbers(tmp_path):
     ("features", "weights", "elsewhere/r50.pth", "features.weights file elsewhere/r50.pth not found"),
     ("features", "num_frames", 0, "features.num_frames must be"),
     ("features", "precision", "fp8", "features.precision must be one of auto, fp32, bf16, fp16"),
-    ("features", "device", "tpu", "features.device must be auto, cpu, cuda or cuda:N"),
-    ("features", "compile", "yes", "features.compile must be auto, true or false"),
-    ("features", "decoder", "opencv", "features.decoder must be one of auto, decord, pyav, torchcodec"),
-    ("features", "num_workers", -1, "features.num_workers must be auto or an integer"),
+    ("runtime", "device", "tpu", "runtime.device must be auto, cpu, cuda or cuda:N"),
+    ("runtime", "compile", "yes", "runtime.compile must be auto, true or false"),
+    ("runtime", "decoder", "opencv", "runtime.decoder must be one of auto, decord, pyav, torchcodec"),
+    ("runtime", "num_workers", -1, "runtime.num_workers must be auto or an integer"),
     ("train", "lr", "fast", "train.lr must be a number"),
     ("train", "bidirectional", "yes", "train.bidirectional must be true or false"),
     ("data", "source", "kinetics", "data.source must be one of"),
@@ -57,10 +67,9 @@ def test_numbers_written_by_dvc_exp_are_read_as_numbers(tmp_path):
     ("train", "transformer_heads", 0, "train.transformer_heads must be between 1 and 64"),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(tmp_path, section, key, value, message):
-    with pytest.raises(ParamsError, match=message):
-        load_params(section, path=write(tmp_path, section, key, value))
-    assert "\n" not in str(pytest.raises(ParamsError, load_params, section,
-                                         path=write(tmp_path, section, key, value)).value)
+    with pytest.raises(ParamsError, match=message) as error:
+        load_checked(section, path=write(tmp_path, section, key, value))
+    assert "\n" not in str(error.value)
 
 
 def test_weights_are_checked_against_the_chosen_backbones_enum(tmp_path):
@@ -69,7 +78,7 @@ def test_weights_are_checked_against_the_chosen_backbones_enum(tmp_path):
     params["features"]["weights"] = "IMAGENET1K_V2"  # a ResNet50 name, not efficientnet_b0's
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ParamsError, match="use none, IMAGENET1K_V1, DEFAULT or a file under weights/"):
-        load_params("features", path=path)
+        load_checked("features", path=path)
 
 
 def test_a_weights_file_must_lie_under_the_weights_folder(tmp_path, monkeypatch):
@@ -77,9 +86,9 @@ def test_a_weights_file_must_lie_under_the_weights_folder(tmp_path, monkeypatch)
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights/r50.pth").write_bytes(b"x")
     (tmp_path / "r50.pth").write_bytes(b"x")
-    assert load_params("features", path=write(tmp_path, "features", "weights", "weights/r50.pth"))
+    assert load_checked("features", path=write(tmp_path, "features", "weights", "weights/r50.pth"))
     with pytest.raises(ParamsError, match="must lie under weights/"):
-        load_params("features", path=write(tmp_path, "features", "weights", "r50.pth"))
+        load_checked("features", path=write(tmp_path, "features", "weights", "r50.pth"))
 
 
 def test_random_weights_on_real_data_are_refused_unless_asked_for(tmp_path):
@@ -87,9 +96,9 @@ def test_random_weights_on_real_data_are_refused_unless_asked_for(tmp_path):
     params["data"]["source"] = "ucf101"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    with pytest.raises(ParamsError, match="set features.weights: IMAGENET1K_V2 .* or features.allow_random_weights: true"):
+    with pytest.raises(ParamsError, match="set features.weights: IMAGENET1K_V2 .* or data.allow_random_weights: true"):
         load_params("data", "features", path=path)
-    params["features"]["allow_random_weights"] = True
+    params["data"]["allow_random_weights"] = True
     path.write_text(yaml.safe_dump(params))
     assert load_params("data", "features", path=path)["features"]["weights"] == "none"
 
@@ -126,7 +135,7 @@ def test_lstm_head_ignores_transformer_width(tmp_path):
     ("train", "lr_typo", "train.lr"),             # a typo'd key
     ("train", "learning_rate", "train.lr"),       # the long name of a short key
     ("train", "hidden_sise", "train.hidden_size"),
-    ("train", "device", "features.device"),       # a key of another section
+    ("train", "device", "runtime.device"),        # a key of another section
     ("features", "num_frame", "features.num_frames"),
     ("evaluate", "batchsize", "train.batch_size"),     # close to a key of another section
 ])
@@ -189,13 +198,13 @@ def test_features_the_code_cannot_take_are_refused(tmp_path, changes, message):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ParamsError, match=message) as error:
-        load_params("features", path=path)
+        load_checked("features", path=path)
     assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16"])
 def test_backbones_with_auto_preprocessing_are_accepted(tmp_path, backbone):
-    features = load_params("features", path=write(tmp_path, "features", "backbone", backbone))["features"]
+    features = load_checked("features", path=write(tmp_path, "features", "backbone", backbone))["features"]
     assert (features["resize"], features["crop"], features["interpolation"]) == ("auto", "auto", "auto")
 
 
@@ -223,7 +232,7 @@ def dvc(repo: Path, *args: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize("setting,message", [  # -S adds a new key with + (-S train.lr_typo=1: DVC refuses)
     ("+train.lr_typo=1", "error: params.yaml: unknown key train.lr_typo: did you mean train.lr?"),
-    ("features.device=cuda", "error: features.device is cuda but torch sees no CUDA GPU here"),
+    ("runtime.device=cuda", "error: runtime.device is cuda but torch sees no CUDA GPU here"),
 ])
 def test_dvc_exp_run_fails_in_the_validate_stage_before_any_other(dvc_repo, setting, message):
     code, out = dvc(dvc_repo, "exp", "run", "-S", setting)
@@ -246,7 +255,7 @@ def test_validate_runs_on_every_change_is_never_restored_and_leaves_status_clean
     assert stages_run(dvc(dvc_repo, "repro", "validate")[1]) == set()
     params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
     for threads in (1, 0):  # 0 again: a stage with an uncached output has no run-cache to restore from
-        params["features"]["threads"] = threads
+        params["runtime"]["threads"] = threads
         (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         out = run(["dvc", "repro", "validate"], dvc_repo)
         assert stages_run(out) == {"validate"} and "is cached" not in out, out
@@ -271,14 +280,14 @@ def test_the_validate_stage_checks_the_machine(tmp_path, monkeypatch):
     real = actionrec.video.load_error
     monkeypatch.setattr(actionrec.video, "load_error", lambda name: "" if name == "decord" else real(name))
     (tmp_path / "committed.yaml").write_bytes(committed("params.yaml"))
-    cfg = load_params("features", path=tmp_path / "committed.yaml")["features"]
-    with pytest.raises(ParamsError, match="^features.decoder is decord but decord is not installed"):
-        resolve_runtime({**cfg, "decoder": "decord"})
+    cfg = load_params("features", "runtime", path=tmp_path / "committed.yaml")
+    with pytest.raises(ParamsError, match="^runtime.decoder is decord but decord is not installed"):
+        resolve_runtime(cfg["features"], {**cfg["runtime"], "decoder": "decord"})
     params = {name: dict(cfg) for name, cfg in DEFAULTS.items()}
-    params["features"]["device"] = "cuda:0"
+    params["runtime"]["device"] = "cuda:0"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, str(ROOT / "stages/validate.py")], cwd=tmp_path, capture_output=True,
+    result = subprocess.run(stage_argv("validate"), cwd=tmp_path, capture_output=True,
                             text=True, timeout=300, env={**tool_env(), "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == ("error: features.device is cuda:0 but torch sees no CUDA GPU here: set "
-                             "features.device: auto or cpu\n")
+    assert result.stderr == ("error: runtime.device is cuda:0 but torch sees no CUDA GPU here: set "
+                             "runtime.device: auto or cpu\n")

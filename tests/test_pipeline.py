@@ -14,14 +14,15 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import EXPERIMENT_RESULTS, committed
+from tests.conftest import EXPERIMENT_RESULTS, committed, committed_params
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "synthesize": {"num_classes": 3, "groups_per_class": 3, "clips_per_group": 2, "min_seconds": 0.6,
                    "max_seconds": 1.0, "fps": 10, "width": 64, "height": 48},
     "subset": {"num_classes": 3},
-    "features": {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 16, "compile": False},
+    "features": {"num_frames": 4, "resize": 64, "crop": 56},
+    "runtime": {"batch_frames": 16, "compile": False},
     "train": {"hidden_size": 8, "max_epochs": 4, "patience": 2},
 }
 
@@ -121,7 +122,7 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(repo):
     prep = json.loads((repo / "data/features/info.json").read_text())["preprocessing"]
     assert prep == {"resize": 64, "crop": 56, "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406],
                     "std": [0.229, 0.224, 0.225]}  # TINY's sizes, the defaults of weights: none
-    assert torch.load(repo / "models/lstm.pt", weights_only=True)["meta"]["preprocessing"] == prep
+    assert torch.load(repo / "models/model.pt", weights_only=True)["meta"]["preprocessing"] == prep
     assert (repo / "plots/confusion_test.csv").read_text().startswith("actual,predicted")
     assert (repo / "metrics/failed_videos.csv").read_text().strip() == "video,error"
 
@@ -154,8 +155,10 @@ def test_only_what_changed_runs_again(repo):
                "-S", "split.test=0.15"], repo)
     assert stages_run(out) == {"validate", "split", "train", "evaluate"} and "Stage 'features' didn't change" in out
 
-    speed = ["features.device=cpu", "features.num_workers=0", "features.threads=1", "features.batch_frames=12",
-             "features.compile=auto", "features.max_failed_fraction=0.5"]
+    speed = ["runtime.device=cpu", "runtime.num_workers=0", "runtime.threads=1", "runtime.batch_frames=12",
+             "runtime.compile=auto", "runtime.max_failed_fraction=0.5", "runtime.decoder=pyav",
+             "runtime.train_threads=2"]
+    assert {s.split("=")[0].split(".")[1] for s in speed} == set(committed_params()["runtime"])  # every one
     out = run(["dvc", "exp", "run", *[arg for key in speed for arg in ("-S", key)]], repo)
     assert stages_run(out) == {"validate"} and "Stage 'features' didn't change" in out
 
@@ -214,26 +217,6 @@ def test_only_new_videos_are_extracted_and_the_result_equals_a_fresh_extraction(
     back_to_head(repo)
 
 
-def test_the_decoder_is_a_speed_choice_and_pyav_runs_the_whole_pipeline(repo):
-    """Decoders give the same frames, so features.decoder re-extracts nothing; forced, with
-    no stored features, PyAV decodes every video and the features come out the same."""
-    before = np.load(repo / "data/features/features.npy")
-    out = run(["dvc", "exp", "run", "-S", "features.decoder=pyav"], repo)
-    assert "Stage 'features' didn't change" in out
-    store = repo / "data/features-store"
-    shutil.move(store, repo / "store-aside")
-    try:
-        out = run(["dvc", "exp", "run", "--force", "-S", "features.decoder=pyav"], repo)
-    finally:
-        shutil.rmtree(store, ignore_errors=True)
-        shutil.move(repo / "store-aside", store)
-    assert stages_run(out) == {"validate", "synthesize", "subset", "split", "features", "train", "evaluate"}
-    summary = json.loads((repo / "metrics/features.json").read_text())
-    assert summary["extracted_videos"] == summary["videos"] == len(before)
-    assert np.array_equal(np.load(repo / "data/features/features.npy"), before)
-    assert json.loads((repo / "metrics/evaluate.json").read_text())["test_videos"] > 0
-
-
 def test_predict_gives_the_probabilities_evaluate_computes(repo):
     """predict.py decodes and embeds the video itself; evaluate uses the stored float16
     features: the class probabilities agree within 0.01."""
@@ -241,7 +224,7 @@ def test_predict_gives_the_probabilities_evaluate_computes(repo):
 
     from actionrec.model import load_checkpoint, lstm_inputs
 
-    model, meta = load_checkpoint(str(repo / "models/lstm.pt"))
+    model, meta = load_checkpoint(str(repo / "models/model.pt"))
     videos = pd.read_csv(repo / "data/features/videos.csv")
     test = pd.read_csv(repo / "data/splits/test.csv")
     stored = np.load(repo / "data/features/features.npy", mmap_mode="r")
@@ -364,7 +347,7 @@ def test_the_way_back_after_an_experiment_recomputes_nothing_with_another_machin
     assert WAY_BACK in (ROOT / "docs/reproducibility.md").read_text()
     back_to_head(repo)
     lock = (repo / "dvc.lock").read_text()
-    for stage, path in (("features", "data/features"), ("train", "models/lstm.pt")):
+    for stage, path in (("features", "data/features"), ("train", "models/model.pt")):
         digest = next(o for o in yaml.safe_load(lock)["stages"][stage]["outs"] if o["path"] == path)["md5"]
         lock = lock.replace(digest, ("f" * 32) + (".dir" if digest.endswith(".dir") else ""))
     (repo / "dvc.lock").write_text(lock)
@@ -381,7 +364,7 @@ def test_the_way_back_after_an_experiment_recomputes_nothing_with_another_machin
 
         out = run(["bash", "-c", WAY_BACK.replace("make ", " ".join(MAKE) + " ")], repo)
         assert stages_run(out) == {"validate"}, out  # params checked; nothing recomputed
-        assert (repo / "data/features/features.npy").is_file() and (repo / "models/lstm.pt").is_file()
+        assert (repo / "data/features/features.npy").is_file() and (repo / "models/model.pt").is_file()
         assert read_metrics(repo) == committed_metrics
         assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
         # only dvc.lock differs from the commit: it names this machine's features and model
@@ -404,32 +387,11 @@ def test_tests_read_the_committed_params_and_results_not_an_applied_experiment(r
     back_to_head(repo)
 
 
-def test_sigkill_during_features_then_repro_completes(repo):
-    """Kill `dvc repro` and its stage with SIGKILL mid-features: the next repro completes and
-    `dvc status` is clean afterwards."""
-    import signal
-    import time
-
-    env = tool_env()
-    store = repo / "data/features-store"
-    shutil.rmtree(store, ignore_errors=True)
-    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "features"], cwd=repo, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while not list(store.rglob("*.npz")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the stage finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    run(["dvc", "repro"], repo)
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
-
-
 @pytest.mark.parametrize("head", ["lstm", "gru", "transformer", "mean"])
 def test_every_head_trains_evaluates_and_predicts(repo, head):
     out = run(["dvc", "exp", "run", "-S", f"train.head={head}"], repo)
     assert "Running stage 'features'" not in out
-    checkpoint = torch.load(repo / "models/lstm.pt", weights_only=True)
+    checkpoint = torch.load(repo / "models/model.pt", weights_only=True)
     assert checkpoint["meta"]["head"] == head
     assert checkpoint["meta"]["temporal_centering"] == (head != "mean")  # the mean head never centres
     metrics = read_metrics(repo)

@@ -16,7 +16,8 @@ import torch
 
 from actionrec.model import build_model
 from actionrec.synthetic import write_avi
-from tests.conftest import ROOT, SAMPLE_VIDEOS, committed_params, rotated_video, tiny_video, white_corner
+from actionrec.pipeline import paths
+from tests.conftest import ROOT, SAMPLE_VIDEOS, committed_params, rotated_video, stage_argv, tiny_video, white_corner
 
 CLASSES = ["Archery", "Bowling", "Typing"]
 
@@ -208,7 +209,7 @@ def test_a_demo_or_random_backbone_model_says_so(tmp_path, cli, kind):
 
 
 def test_the_train_stage_records_the_data_source(tmp_path):
-    """models/lstm.pt says which data it learned, so predict.py can tell the demo's model."""
+    """The model file says which data it learned, so predict.py can tell the demo's model."""
     import pandas as pd
     import yaml
 
@@ -231,10 +232,9 @@ def test_the_train_stage_records_the_data_source(tmp_path):
     params = committed_params()
     params["train"].update(max_epochs=1, batch_size=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, str(ROOT / "stages/train.py")], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(stage_argv("train"), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    meta = torch.load(tmp_path / "models/lstm.pt", weights_only=True)["meta"]
+    meta = torch.load(tmp_path / paths("train")["model_file"], weights_only=True)["meta"]
     assert meta["data_source"] == "synthetic"
 
 

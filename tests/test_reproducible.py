@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT, committed_params
+from tests.conftest import ROOT, committed_params, stage_argv
 
 TINY = {"synthesize": {"num_classes": 3, "groups_per_class": 3, "clips_per_group": 2, "min_seconds": 0.6,
                        "max_seconds": 1.0, "fps": 10, "width": 64, "height": 48},
@@ -35,7 +34,7 @@ def run_data_stages(workdir: Path, cores: set[int] | None = None, env: dict | No
     workdir.mkdir()
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("synthesize", "subset", "split"):
-        subprocess.run([sys.executable, str(ROOT / f"stages/{stage}.py")], cwd=workdir, check=True,
+        subprocess.run(stage_argv(stage), cwd=workdir, check=True,
                        capture_output=True, env={**os.environ, **(env or {})},
                        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
     return {str(p.relative_to(workdir)): hashlib.md5(p.read_bytes()).hexdigest()

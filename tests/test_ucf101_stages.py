@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +10,7 @@ import pytest
 import yaml
 
 from actionrec.ucf101 import read_split_list
-from tests.conftest import ROOT, committed_params, tiny_video
+from tests.conftest import committed_params, stage_argv, tiny_video
 
 CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "Typing"]
 
@@ -32,13 +31,13 @@ def ucf_tree(tmp_path_factory) -> Path:
 
 def run_stages(workdir: Path, root: Path, method: str) -> subprocess.CompletedProcess:
     params = committed_params()
-    params["data"] = {"source": "ucf101", "root": str(root)}
+    params["data"].update(source="ucf101", root=str(root))
     params["subset"].update(classes=CLASSES)
     params["split"].update(method=method, fold=1)
     workdir.mkdir(exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("subset", "split"):
-        result = subprocess.run([sys.executable, str(ROOT / f"stages/{stage}.py")], cwd=workdir,
+        result = subprocess.run(stage_argv(stage), cwd=workdir,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
     return result
