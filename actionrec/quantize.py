@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from actionrec.backbone import normalize, resize_crop
-from actionrec.params import UserError
+from actionrec.errors import UserError
 
 CALIBRATION = Path(__file__).parent / "calibration"
 CALIBRATION_FRAMES = 16  # per clip

@@ -8,7 +8,8 @@ import yaml
 
 from actionrec import device as dev
 from actionrec.backbone import embed, inference_backbone, resize_crop
-from actionrec.params import ParamsError, load_params
+from actionrec.errors import ParamsError
+from actionrec.params import load_params
 from actionrec.verify import TOLERANCE, relative_l2
 from actionrec.video import sample_clip
 
