@@ -12,6 +12,8 @@ precision is pinned to f32 for every op that is not int8 (OpenVINO would otherwi
 in bf16 on AVX512-BF16/AMX CPUs)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -69,7 +71,7 @@ class Int8Backbone:
         self.inference_device = torch.device("cpu")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.compiled(np.ascontiguousarray(x.float().contiguous().numpy()))[0]
+        out = self.compiled(x.float().contiguous().numpy())[0]
         return torch.from_numpy(np.array(out))  # a copy: OpenVINO reuses its output buffer
 
 
@@ -79,14 +81,15 @@ def quantize(model: torch.nn.Module, prep: dict) -> Int8Backbone:
     import nncf
     import openvino as ov
 
-    nncf.set_log_level(logging.ERROR)  # no progress bars in the stage's log
+    nncf.set_log_level(logging.ERROR)
     frames = normalize(calibration_frames(prep), prep).contiguous()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.trace's deprecation, which convert_model uses
         converted = ov.convert_model(model, example_input=frames[:1])
     converted.reshape([-1, *frames.shape[1:]])
     batches = [batch.numpy() for batch in frames.split(CALIBRATION_FRAMES)]
-    quantized = nncf.quantize(converted, nncf.Dataset(batches), subset_size=len(batches))
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
+        quantized = nncf.quantize(converted, nncf.Dataset(batches), subset_size=len(batches))
     compiled = ov.Core().compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                           "INFERENCE_NUM_THREADS": torch.get_num_threads(),
                                                           "PERFORMANCE_HINT": "LATENCY"})
