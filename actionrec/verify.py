@@ -43,7 +43,7 @@ REFERENCE_KEYS = ("num_frames", "backbone", "weights", "resize", "crop", "interp
 # below the smallest distance between frames of two different demo clips (0.054), so a wrong
 # clip, decoder colour or preprocessing fails; two sampled frames of one clip can be as close
 # as 0.001, so frame indices are checked by the decoder tests, not here.
-TOLERANCE = {"fp32": 0.002, "bf16": 0.02, "fp16": 0.02, "int8": 0.05}
+TOLERANCE = {"fp32": 0.002, "bf16": 0.02, "fp16": 0.02, "int8": 0.05}  # int8 vs the fp32 reference: 0.024 measured, 2x
 HEADLINE = ("test_accuracy", "test_macro_f1", "baseline_test_accuracy", "baseline_test_macro_f1")
 
 
