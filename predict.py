@@ -89,6 +89,12 @@ def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Pr
     precision = meta["precision"]  # as the features were made, where this machine can run it well
     if device.type == "cpu" and (precision == "fp16" or (precision == "bf16" and not cpu_has_native_bf16())):
         precision = "fp32"  # made on a GPU or a bf16 CPU: fp32 here gives the same features within rounding
+    if precision == "int8" and device.type == "cuda":
+        precision = "fp32"  # int8 is OpenVINO's, on the CPU: fp32 is within int8's tolerance of it
+    if precision == "int8":  # quantized again on the committed clips: the same backbone as the stage's
+        from actionrec.quantize import check_calibration
+
+        check_calibration(meta.get("calibration", {}))
     # compiling pays over thousands of frames, more than a predict.py run sees
     backbone = inference_backbone({**meta, "precision": precision, "compile": False}, device)
     return Predictor(head, backbone, meta, device, precision, decoder)

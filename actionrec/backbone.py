@@ -26,7 +26,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # without named torchvision weights (none, or a file), and for model files older than these keys
 DEFAULT_PREPROCESSING = {"resize": 256, "crop": 224, "interpolation": "bilinear",
                          "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+          "int8": torch.float32}  # int8: OpenVINO's quantized model takes float32 frames (quantize.py)
 
 
 def backbone_names() -> list[str]:
@@ -271,6 +272,10 @@ def inference_backbone(cfg: dict, device: torch.device = torch.device("cpu"),
     preprocessing(cfg)."""
     model = build_backbone(cfg["backbone"], cfg["weights"], cfg["seed"])
     prep = preprocessing(cfg)
+    if cfg["precision"] == "int8":  # CPU only (actionrec.device), compiled by OpenVINO
+        from actionrec.quantize import quantize
+
+        return quantize(model, prep)
     compile = cfg.get("compile", False)
     example = None
     if compile and batch_frames:

@@ -34,7 +34,10 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """auto -> bf16 on CUDA (fp16 where the GPU lacks bf16), bf16 on a CPU with native bf16,
-    else fp32. An explicit choice is kept."""
+    else fp32. An explicit choice is kept; int8 (OpenVINO) runs on the CPU only."""
+    if precision == "int8" and device.type == "cuda":
+        raise ParamsError("features.precision int8 runs on the CPU only (OpenVINO): set runtime.device: cpu, "
+                          "or precision auto, bf16, fp16 or fp32 on the GPU")
     if precision != "auto":
         return precision
     if device.type == "cuda":

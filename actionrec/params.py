@@ -17,7 +17,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
 from actionrec.errors import ParamsError
 from actionrec.video import DECODERS  # numpy only, no torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 INTERPOLATIONS = ("auto", "bilinear", "bicubic", "nearest")
 HEADS = {  # the heads actionrec.model builds, each with the train.* keys it reads (recorded in the model meta)
     "lstm": ("hidden_size", "num_layers", "bidirectional", "proj_dim"),

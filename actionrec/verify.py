@@ -33,7 +33,8 @@ REFERENCE_CLIPS = 4
 # precision used here: 4x the largest that bench/tolerance.py measured (docs/reproducibility.md),
 # well below the distance between frames of two demo clips (0.054): a wrong clip, decoder colour
 # or preprocessing fails. Frames of one clip can be 0.001 apart: the decoder tests check indices.
-TOLERANCE = {"fp32": 0.002, "bf16": 0.02, "fp16": 0.02}
+# int8 is measured against the fp32 reference: 0.024 on every CPU tried, so 2x.
+TOLERANCE = {"fp32": 0.002, "bf16": 0.02, "fp16": 0.02, "int8": 0.05}
 
 
 def verdict(distance: float, tolerance: float) -> str:

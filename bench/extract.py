@@ -1,10 +1,13 @@
 """Feature-extraction benchmark: frames/s of the seed-style extractor, the project's features
-code path, and the backbone alone on random input (the ceiling), on the same videos.
+code path and the backbone alone on random input (the ceiling), in each precision (fp32, bf16,
+int8), on the same videos; and the fp32 bound: this CPU's measured fp32 GEMM rate over the 8.18
+GFLOP of a ResNet50 frame at 224x224.
 
-    python bench/extract.py [--videos 200] [--whole]
+    python bench/extract.py [--videos 200] [--precisions fp32,bf16,int8] [--whole]
 
 The seed-style extractor always runs as a whole process (bench/seed_extract.py, start-up
-included); --whole also times `dvc repro -f -s features`, the stage as users run it, likewise."""
+included); --whole also times `dvc repro -f -s features`, the stage as users run it, likewise
+(in params.yaml's precision). Start-up: building the backbone (int8: quantizing it)."""
 from __future__ import annotations
 
 import argparse
@@ -44,11 +47,25 @@ def seed_style(paths: list[str]) -> float:
         return 16 * len(paths) / (time.perf_counter() - start)
 
 
+RESNET50_GFLOP = 8.18  # a 224x224 frame (4.09 G multiply-adds)
+
+
+def fp32_gemm_gflops(seconds: float = 3.0, n: int = 2048) -> float:
+    """This CPU's fp32 matrix-multiply rate, best of repeated n x n products on torch's threads."""
+    a, b, best = torch.randn(n, n), torch.randn(n, n), 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def warmed_up_backbone(cfg: dict, device: torch.device) -> torch.nn.Module:
     """The stage's backbone after one batch: compiling and kernel choice are start-up, timed
     with the whole stage (--whole), not here."""
     model = inference_backbone(cfg, device, cfg["batch_frames"])
-    if not cfg["compile"]:  # a compiled model already ran one batch to compile
+    if not cfg["compile"] or cfg["precision"] == "int8":  # a compiled model already ran one batch
         crop = model.preprocessing["crop"]
         embed(model, torch.zeros((cfg["batch_frames"], 3, crop, crop), dtype=torch.uint8, device=device),
               cfg["precision"])
@@ -66,17 +83,15 @@ def decode_only(paths: list[str], cfg: dict) -> float:
     return frames / (time.perf_counter() - start)
 
 
-def project_path(paths: list[str], cfg: dict, device: torch.device) -> float:
+def project_path(model, paths: list[str], cfg: dict) -> float:
     """frames/s of the features stage's code path: decode workers, batching, backbone."""
-    model = warmed_up_backbone(cfg, device)
     start, frames = time.perf_counter(), 0
     for _, features, _, _ in iter_features(model, paths, cfg):
         frames += 0 if features is None else len(features)
     return frames / (time.perf_counter() - start)
 
 
-def backbone_only(cfg: dict, device: torch.device, batches: int = 8) -> float:
-    model = warmed_up_backbone(cfg, device)
+def backbone_only(model, cfg: dict, device: torch.device, batches: int = 8) -> float:
     crop = model.preprocessing["crop"]
     batch = torch.randint(0, 256, (cfg["batch_frames"], 3, crop, crop), dtype=torch.uint8, device=device)
     start = time.perf_counter()
@@ -95,26 +110,39 @@ def whole_stage(num_frames: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=200)
+    parser.add_argument("--precisions", default="fp32,bf16,int8")
     parser.add_argument("--whole", action="store_true")
     args = parser.parse_args()
     params = load_params("data", "features", "runtime")
     cfg, device = resolve_runtime(params["features"], params["runtime"])
     paths = bench_videos(Path(params["data"]["root"]), args.videos)
     print(f"{len(paths)} videos, {cfg['num_frames']} frames each, device {device}, torch threads "
-          f"{torch.get_num_threads()}, precision {cfg['precision']}, compile {cfg['compile']}, "
-          f"batch {cfg['batch_frames']}, workers {cfg['num_workers']}, decoder {cfg['decoder']}")
-    seed = seed_style(paths)
-    project = project_path(paths, cfg, device)
-    ceiling = backbone_only(cfg, device)
-    decode = decode_only(paths, cfg)
+          f"{torch.get_num_threads()}, compile {cfg['compile']}, batch {cfg['batch_frames']}, "
+          f"workers {cfg['num_workers']}, decoder {cfg['decoder']}")
+    seed, decode = seed_style(paths), decode_only(paths, cfg)
     print(f"1. seed-style extractor (whole process)  {seed:8.1f} frames/s")
-    print(f"2. project features code path           {project:8.1f} frames/s")
-    print(f"3. backbone alone (random input)        {ceiling:8.1f} frames/s")
     print(f"5. decode workers alone                 {decode:8.1f} frames/s")
-    print(f"ratio 2/1 = {project / seed:.2f}   ratio 2/3 = {project / ceiling:.2f}   ratio 2/5 = {project / decode:.2f}")
+    print(f"{'precision':<10} {'start-up s':>10} {'3. backbone alone':>18} {'2. code path':>13} {'2/1':>6} {'2/3':>6}")
+    speed = {}
+    for precision in args.precisions.split(","):
+        run = dict(cfg, precision=precision)
+        start = time.perf_counter()
+        model = warmed_up_backbone(run, device)
+        startup = time.perf_counter() - start
+        speed[precision] = backbone_only(model, run, device), project_path(model, paths, run)
+        ceiling, project = speed[precision]
+        print(f"{precision:<10} {startup:10.1f} {ceiling:18.1f} {project:13.1f} {project / seed:6.2f} "
+              f"{project / ceiling:6.2f}")
+    gflops = fp32_gemm_gflops()
+    bound = gflops / RESNET50_GFLOP
+    print(f"fp32 GEMM {gflops:.0f} GFLOP/s -> fp32 bound {bound:.1f} ResNet50 frames/s (224x224)")
+    for precision in [p for p in speed if p != "fp32"]:
+        ratios = [f"{speed[precision][i] / speed['fp32'][i]:.2f} x fp32 {what}" for i, what in
+                  enumerate(("backbone", "code path")) if "fp32" in speed]
+        print(f"{precision}: {', '.join(ratios + [f'{speed[precision][1] / bound:.2f} x the fp32 bound'])}")
     if args.whole:
         stage = whole_stage(cfg["num_frames"])
-        print(f"4. dvc repro -f -s features (whole stage, all videos, start-up included) "
+        print(f"4. dvc repro -f -s features ({cfg['precision']}, whole stage, all videos, start-up included) "
               f"{stage:8.1f} frames/s   ratio 4/1 = {stage / seed:.2f}")
 
 

@@ -8,7 +8,8 @@ repro` first) once per configuration, each in its own process so that the enviro
 variables that pick torch's and oneDNN's instruction set take effect: fp32 with AVX-512, AVX2
 and SSE4.1 kernels (a CPU without AVX-512, or an older one, simulated on this one), 1 or 2
 threads, eager or torch.compile; bf16 (native where the CPU has AVX512-BF16/AMX, emulated with
-the AVX2/AVX-512 kernels), fp16. Prints, per configuration, the max relative L2 distance of a
+the AVX2/AVX-512 kernels), fp16; int8 (OpenVINO, whose bundled oneDNN reads the same
+variable) with VNNI, without it (where int8 kernels can saturate) and with AVX2. Prints, per configuration, the max relative L2 distance of a
 frame feature from fp32/eager/all-threads/native-ISA, and, for scale, the smallest distance
 between frames of different clips and between two sampled frames of one clip."""
 from __future__ import annotations
@@ -35,6 +36,10 @@ CONFIGS = [  # (name, precision, threads, compile, environment)
     ("bf16, AVX-512 without BF16 (emulated)", "bf16", 2, False, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}),
     ("bf16, AVX2 kernels (emulated)", "bf16", 2, False, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
     ("fp16, native ISA", "fp16", 2, False, {}),
+    ("int8 (OpenVINO), native ISA (VNNI here)", "int8", 2, False, {}),
+    ("int8, native ISA, 1 thread", "int8", 1, False, {}),
+    ("int8, AVX-512 without VNNI", "int8", 2, False, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "OV_CPU_MAX_ISA": "AVX512_CORE"}),
+    ("int8, AVX2 kernels", "int8", 2, False, {"ONEDNN_MAX_CPU_ISA": "AVX2", "OV_CPU_MAX_ISA": "AVX2"}),
 ]
 
 

@@ -117,6 +117,10 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
     info = {**params["features"], "preprocessing": preprocessing(cfg), "device": cfg["device"],
             "precision": cfg["precision"], "weights_sha256": sha256_of(path) if path else None,
             "torch": torch.__version__, "torchvision": torchvision.__version__}
+    if cfg["precision"] == "int8":  # the calibration clips and OpenVINO's version fix the values too
+        from actionrec.quantize import calibration_info
+
+        info["calibration"] = calibration_info()
     store = out.with_name(out.name + "-store") / fingerprint(
         {**{k: v for k, v in info.items() if k != "device"}, "device_type": device.type})
     store.mkdir(parents=True, exist_ok=True)
