@@ -50,6 +50,13 @@ def update_params(params: dict, **keys) -> dict:
     return params
 
 
+def read_features(folder: Path) -> np.ndarray:
+    """Every feature row of a features stage's output folder, in videos.csv's order."""
+    from actionrec.dataset import open_features
+
+    return np.asarray(open_features(folder)[0])
+
+
 def tiny_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: int = 25) -> Path:
     """An MPEG-4 AVI whose frame i is filled with grey level 10 * i (so frames are tellable)."""
     data = np.zeros((frames, height, width, 3), np.uint8)

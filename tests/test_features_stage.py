@@ -20,7 +20,7 @@ from actionrec.backbone import DEFAULT_PREPROCESSING
 from actionrec.download import sha256_of
 from actionrec.extract import iter_features
 from actionrec.synthetic import write_avi
-from tests.conftest import ROOT, SAMPLE_VIDEOS, committed_params, rotated_video, stage_argv, tiny_video, update_params
+from tests.conftest import ROOT, SAMPLE_VIDEOS, committed_params, read_features, rotated_video, stage_argv, tiny_video, update_params
 
 TINY_FEATURES = {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 8, "num_workers": 1,
                  "compile": False}
@@ -96,7 +96,7 @@ def test_broken_videos_are_listed_and_decodable_ones_get_features(tmp_path):
                                                              for v in kept["video"]}
     assert "warning: Odd/v_Odd_g03_c01.avi: decoded 78 of 164 frames: damaged file?" in result.stdout
     assert json.loads((tmp_path / "metrics/features.json").read_text())["warned_videos"] == 1
-    feats = np.load(tmp_path / "data/features/features.npy", mmap_mode="r")
+    feats = read_features(tmp_path / "data/features")
     assert feats.shape == (10, 4, 2048) and feats.dtype == np.float16
     assert np.isfinite(feats.astype(np.float32)).all() and (np.abs(feats.astype(np.float32)).sum(axis=(1, 2)) > 0).all()
     summary = json.loads((tmp_path / "metrics/features.json").read_text())
@@ -119,7 +119,7 @@ def test_the_stage_completes_with_the_compiler_hidden(tmp_path):
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: torch.compile")]
     assert len(warnings) == 1 and "running eager" in warnings[0]
-    assert np.load(tmp_path / "data/features/features.npy").shape == (3, 4, 2048)
+    assert read_features(tmp_path / "data/features").shape == (3, 4, 2048)
 
 
 def test_cuda_without_a_gpu_is_a_one_line_error_naming_the_key(tmp_path):
@@ -163,10 +163,12 @@ def test_row_i_holds_video_i_when_videos_span_batches_and_some_fail(tmp_path):
     spec.loader.exec_module(stage)
     store = tmp_path / "store"
     store.mkdir()
-    feats, errors, _, extracted = stage.extract_all(PixelLevel, paths, cfg, store)
+    errors, _, stored, extracted = stage.extract_all(lambda todo: iter_features(PixelLevel(), todo, cfg),
+                                                     paths, cfg, store)
     assert [bool(e) for e in errors] == [False, False, False, True, False, False, False] and extracted == 6
-    for row, i in enumerate((0, 1, 2, 4, 5, 6)):  # one row per decodable video, in order
-        assert np.allclose(feats[row, :, 0].astype(np.float32), [30 * i + 8 * j for j in range(4)], atol=3), i
+    for i in (0, 1, 2, 4, 5, 6):  # each decodable video's own frames in its store entry
+        feats = stage.entry_features(stored[i])
+        assert np.allclose(feats[:, 0].astype(np.float32), [30 * i + 8 * j for j in range(4)], atol=3), i
     streamed = {index: f[:, 0] for index, f, _, _ in iter_features(PixelLevel(), paths, cfg) if f is not None}
     assert sorted(streamed) == [0, 1, 2, 4, 5, 6]
 
@@ -195,9 +197,9 @@ def test_sigkill_then_resume_extracts_only_the_videos_not_yet_stored(tmp_path):
     result = run_stage(tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"reused {done} videos" in result.stdout and f"extracted {len(videos) - done} videos" in result.stdout
-    resumed = np.load(tmp_path / "data/features/features.npy")
+    resumed = read_features(tmp_path / "data/features")
     assert resumed.shape == (len(videos), 2, 2048)
 
     shutil.rmtree(tmp_path / "data/features-store")  # the same videos in one go, from nothing
     assert run_stage(tmp_path).returncode == 0
-    assert np.array_equal(np.load(tmp_path / "data/features/features.npy"), resumed)
+    assert np.array_equal(read_features(tmp_path / "data/features"), resumed)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import EXPERIMENT_RESULTS, committed, committed_params
+from tests.conftest import EXPERIMENT_RESULTS, committed, committed_params, read_features
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -110,7 +110,7 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(repo):
     assert info["precision"] == "fp32" and info["device"] == "cpu"  # what was used, recorded with the features
     # metrics are numbers: `dvc exp show` gets one column per metric, none named like a param
     assert all(isinstance(v, (int, float)) for v in first["features.json"].values()), first["features.json"]
-    features = np.load(repo / "data/features/features.npy")
+    features = read_features(repo / "data/features")
     videos = pd.read_csv(repo / "data/features/videos.csv")
     assert features.dtype == np.float16 and features.shape == (len(metadata), 4, 2048)
     assert list(videos["video"]) == list(metadata["video"])  # every video, whatever the split
@@ -135,7 +135,7 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(repo):
     assert again == {**first, "features.json": {k: v for k, v in first["features.json"].items()
                                                 if k not in ("extracted_videos", "reused_videos")}}, \
         "a forced re-run changed the metrics"
-    assert np.array_equal(np.load(repo / "data/features/features.npy"), features)
+    assert np.array_equal(read_features(repo / "data/features"), features)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "repro")
 
@@ -162,13 +162,13 @@ def test_only_what_changed_runs_again(repo):
     out = run(["dvc", "exp", "run", *[arg for key in speed for arg in ("-S", key)]], repo)
     assert stages_run(out) == {"validate"} and "Stage 'features' didn't change" in out
 
-    before = np.load(repo / "data/features/features.npy")
+    before = read_features(repo / "data/features")
     out = run(["dvc", "exp", "run", "-S", "features.backbone=resnet18"], repo)
     assert {"features", "train", "evaluate"} <= stages_run(out)
-    assert np.load(repo / "data/features/features.npy").shape[2] == 512
+    assert read_features(repo / "data/features").shape[2] == 512
     out = run(["dvc", "exp", "run", "-S", "features.backbone=resnet50"], repo)
     assert "features" not in stages_run(out) and "Stage 'features' is cached - skipping run" in out
-    assert np.array_equal(np.load(repo / "data/features/features.npy"), before)
+    assert np.array_equal(read_features(repo / "data/features"), before)
 
 
 def back_to_head(repo: Path) -> None:
@@ -178,7 +178,7 @@ def back_to_head(repo: Path) -> None:
 
 
 def features_by_video(repo: Path) -> dict[str, np.ndarray]:
-    table = np.load(repo / "data/features/features.npy")
+    table = read_features(repo / "data/features")
     return dict(zip(pd.read_csv(repo / "data/features/videos.csv")["video"], table))
 
 
@@ -227,7 +227,7 @@ def test_predict_gives_the_probabilities_evaluate_computes(repo):
     model, meta = load_checkpoint(str(repo / "models/model.pt"))
     videos = pd.read_csv(repo / "data/features/videos.csv")
     test = pd.read_csv(repo / "data/splits/test.csv")
-    stored = np.load(repo / "data/features/features.npy", mmap_mode="r")
+    stored = read_features(repo / "data/features")
     for video in test["video"][:2]:
         row = int(np.flatnonzero(videos["video"] == video)[0])
         with torch.no_grad():
@@ -364,7 +364,7 @@ def test_the_way_back_after_an_experiment_recomputes_nothing_with_another_machin
 
         out = run(["bash", "-c", WAY_BACK.replace("make ", " ".join(MAKE) + " ")], repo)
         assert stages_run(out) == {"validate"}, out  # params checked; nothing recomputed
-        assert (repo / "data/features/features.npy").is_file() and (repo / "models/model.pt").is_file()
+        assert (repo / "data/features/videos.csv").is_file() and (repo / "models/model.pt").is_file()
         assert read_metrics(repo) == committed_metrics
         assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
         # only dvc.lock differs from the commit: it names this machine's features and model
