@@ -63,6 +63,8 @@ class Features:
         return len(self.rows)
 
     def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):  # x[rows, frames, dims]: the rows read, then the rest
+            return self[key[0]][(slice(None),) * (np.ndim(np.arange(len(self))[key[0]]) > 0) + key[1:]]
         index = np.arange(len(self))[key]
         out = np.empty((np.size(index), *self.shape[1:]), np.float16)
         row_bytes = out[0].nbytes if len(out) else 0
