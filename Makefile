@@ -45,6 +45,7 @@ lock:  ## re-resolve requirements.txt into requirements.lock (UPGRADE=1: newest 
 	@$(BIN)/python -m actionrec.lock check
 
 repro: venv  ## run the pipeline (dvc repro) on the embedded demo dataset, or what params.yaml says
+	@python -m actionrec.folder  # warns of class folders with no videos, which DVC cannot see
 	dvc repro
 
 # After `make repro`, on any machine: data stages identical to the committed dvc.lock, reference
@@ -105,10 +106,10 @@ compare: venv  ## every head x 3 seeds through DVC's queue -> metrics/compare.md
 
 # Real UCF-101 (6.5 GB): download (resumable), check, extract to data/UCF-101, version with DVC.
 # Only this target needs unar (to extract the RAR): installed best-effort, never by `make venv`.
-ucf101: venv  ## download and extract real UCF-101 (6.5 GB) into data/UCF-101, dvc add it
+ucf101: venv  ## download (or RAR=your UCF101.rar) and extract real UCF-101 into data/UCF-101, dvc add it
 	@$(call apt_best_effort,unar,unar) || true
 	@command -v unar >/dev/null || echo "note: install unar to extract UCF101.rar (macOS: brew install unar)"
-	python -m actionrec.download --dest data
+	python -m actionrec.download --dest data $(if $(RAR),--rar $(RAR)) $(if $(SHA256),--sha256 $(SHA256))
 	dvc add data/UCF-101
 
 # the per-video feature store (stages/features.py): only ever reused for identical inputs, but it grows

@@ -1,20 +1,21 @@
 """Get UCF-101: download (resumable, size- and hash-checked), extract, ready for `dvc add`.
 
-    python -m actionrec.download [--dest data] [--sha256 HEX]
+    python -m actionrec.download [--dest data] [--sha256 HEX] [--rar PATH]
 
-UCF101.rar (6.5 GB) extracts with `unar` (Debian package unar; `make ucf101` installs it),
-the split lists zip with Python's zipfile. An interrupted download resumes from its .part file
-(HTTP Range). The archive's SHA-256 is printed and saved beside it; pass --sha256 to check a
-known value (e.g. the one a colleague saved)."""
+UCF101.rar (6.5 GB) extracts with `unar` (Debian package unar; `make ucf101` installs it).
+An interrupted download resumes from its .part file (HTTP Range). The archive's SHA-256 is
+printed and saved beside it; pass --sha256 to check a known value (e.g. the one a colleague
+saved). --rar takes an archive you already have, offline. The official split lists are
+shipped in actionrec/ucf101_lists/."""
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import subprocess
 import urllib.error
 import urllib.request
-import zipfile
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from actionrec.errors import UserError, run_stage
 
 BASE_URL = "https://www.crcv.ucf.edu/data/UCF101"
-ARCHIVES = ("UCF101.rar", "UCF101TrainTestSplits-RecognitionTask.zip")
+ARCHIVE = "UCF101.rar"
 
 
 def sha256_of(path: Path) -> str:
@@ -73,10 +74,27 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
         part.unlink()
         raise UserError(f"{dest.name}: SHA-256 {digest} is not the expected {sha256}; the "
                         "corrupt file was removed: run again")
+    checksum_file(dest).write_text(f"{digest}  {dest.name}\n")  # first: a kill after it loses nothing
     part.replace(dest)
-    dest.with_name(dest.name + ".sha256").write_text(f"{digest}  {dest.name}\n")
     print(f"{dest.name}: {size} bytes, sha256 {digest}")
     return dest
+
+
+def checksum_file(archive: Path) -> Path:
+    return archive.with_name(archive.name + ".sha256")
+
+
+def archive_digest(archive: Path, expected: str | None = None) -> str:
+    """The archive's SHA-256, from the file saved beside it, or computed (an archive the user
+    brought, or one whose .sha256 a kill or an older version left out) and saved there;
+    checked against `expected` when given."""
+    saved = checksum_file(archive)
+    digest = saved.read_text().split()[0] if saved.is_file() else sha256_of(archive)
+    if expected and digest != expected.lower():
+        raise UserError(f"{archive}: SHA-256 {digest} is not the expected {expected}: get the archive again")
+    if not saved.is_file() and archive.parent.is_dir() and os.access(archive.parent, os.W_OK):
+        saved.write_text(f"{digest}  {archive.name}\n")
+    return digest
 
 
 def count_files(tree: Path) -> int:
@@ -84,12 +102,8 @@ def count_files(tree: Path) -> int:
 
 
 def extract(archive: Path, dest: Path) -> None:
-    """RAR through unar, zip through zipfile, into dest."""
+    """RAR through unar, into dest."""
     dest.mkdir(parents=True, exist_ok=True)
-    if archive.suffix == ".zip":
-        with zipfile.ZipFile(archive) as zipped:
-            zipped.extractall(dest)
-        return
     if shutil.which("unar") is None:
         raise UserError("extracting RAR needs unar: apt-get install unar (or run 'make ucf101')")
     result = subprocess.run(["unar", "-quiet", "-force-overwrite", "-no-directory", "-output-directory",
@@ -103,18 +117,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dest", default="data", type=Path)
     parser.add_argument("--base-url", default=BASE_URL, help="a mirror holding the same files")
     parser.add_argument("--sha256", help="expected SHA-256 of UCF101.rar")
+    parser.add_argument("--rar", type=Path, help="a UCF101.rar you already have (no download)")
     args = parser.parse_args(argv)
     args.dest.mkdir(parents=True, exist_ok=True)
-    rar, lists = (download(f"{args.base_url}/{name}", args.dest / name,
-                           args.sha256 if name.endswith(".rar") else None) for name in ARCHIVES)
+    if args.rar and not args.rar.is_file():
+        raise UserError(f"--rar {args.rar}: no such file")
+    rar = args.rar or download(f"{args.base_url}/{ARCHIVE}", args.dest / ARCHIVE, args.sha256)
+    digest = archive_digest(rar, args.sha256)
     tree, marker = args.dest / "UCF-101", args.dest / "UCF101.rar.extracted"
-    digest = rar.with_name(rar.name + ".sha256").read_text().split()[0]
     if marker.exists() and marker.read_text().split() == [digest, str(count_files(tree))]:
         print(f"{tree} is already complete (extracted from this UCF101.rar): not extracting again")
     else:
         extract(rar, args.dest)      # -> data/UCF-101/<Class>/v_<Class>_gNN_cMM.avi
         marker.write_text(f"{digest} {count_files(tree)}\n")
-    extract(lists, args.dest)        # -> data/ucfTrainTestlist/
     print(f"done: {args.dest / 'UCF-101'}. Next: dvc add {args.dest / 'UCF-101'} and see README, "
           "'Train on real UCF-101'")
 

@@ -23,7 +23,8 @@ def run_stage(main) -> None:
     """Run main(), with the command line's arguments as its positional parameters when it has
     any (dvc.yaml's `cmd` passes a stage its paths: dvc.yaml names them once); a user error
     ends it with one line on stderr and exit code 2."""
-    wanted = list(inspect.signature(main).parameters)  # none: main parses its own options
+    wanted = [name for name, p in inspect.signature(main).parameters.items()  # none: main parses its
+              if p.default is inspect.Parameter.empty]                        # own options
     args = sys.argv[1:] if wanted else []
     if len(args) != len(wanted):
         fail(f"usage: {sys.argv[0]} {' '.join(w.upper() for w in wanted)} (dvc.yaml's cmd gives them)")

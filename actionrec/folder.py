@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from actionrec.errors import UserError
+from actionrec.errors import UserError, run_stage
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 # why an entry under data.root is skipped: the key is counted in metrics/subset.json
@@ -112,3 +113,25 @@ def scan_folder(root: str | Path, group_pattern: str = "") -> tuple[pd.DataFrame
     for paths in skipped.values():
         paths.sort()
     return pd.DataFrame(rows, columns=["video", "class_name", "group", "clip"]), skipped
+
+
+def empty_class_folders(root: str | Path) -> list[str]:
+    """Class folders directly under root that hold no video at any depth."""
+    root = Path(root)
+    entries = sorted(root.iterdir(), key=lambda p: p.name) if root.is_dir() else []
+    return [e.name for e in entries if e.is_dir() and not is_hidden(e.name) and not videos_under(e)[0]]
+
+
+def main() -> None:
+    """`make repro` runs this first: DVC ignores empty folders (and may restore the subset
+    stage from its run-cache), so no stage would ever report a class folder left empty."""
+    from actionrec.params import load_params
+
+    root = load_params("data")["data"]["root"]
+    for name in empty_class_folders(root):
+        print(f"warning: class folder {name} under {root} holds no videos, so it is no class of the subset "
+              "(DVC ignores empty folders): add videos or remove it", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run_stage(main)

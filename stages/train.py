@@ -15,11 +15,6 @@ from actionrec.model import build_model, feature_stats, prepare, uses_centering
 from actionrec.params import HEADS, load_params
 from actionrec.training import fit
 
-# what predict.py needs to make features exactly as the features stage made them
-FEATURE_META = ("num_frames", "backbone", "weights", "weights_sha256", "precision", "resize", "crop",
-                "interpolation", "preprocessing", "seed")
-
-
 def main(features: str, splits: str, metadata: str, model_file: str, live_dir: str, metrics: str) -> None:
     params = load_params("data", "train", "runtime")
     cfg, data, runtime = params["train"], params["data"], params["runtime"]
@@ -44,7 +39,8 @@ def main(features: str, splits: str, metadata: str, model_file: str, live_dir: s
     meta = {"class_names": class_names, "feature_dim": int(train_feats.shape[2]),
             "head": cfg["head"], "dropout": cfg["dropout"], **{k: cfg[k] for k in HEADS[cfg["head"]]},
             # what was applied: the mean head never centres (a centred clip averages to zero)
-            "temporal_centering": center, **{k: info[k] for k in FEATURE_META if k in info},
+            "temporal_centering": center,
+            **info,  # what made the features (info.json): predict.py makes them again exactly so
             "sampling": "segment_centres",
             "data_source": data["source"],  # predict.py warns when the model is the synthetic demo's
             "feature_mean": torch.from_numpy(mean), "feature_std": torch.from_numpy(std)}

@@ -1,5 +1,5 @@
 """The UCF-101 download path, offline: a local HTTP server on 127.0.0.1 serves a small RAR
-(built here) and a zip of split lists; the first response breaks off halfway to test resume."""
+(built here); the first response breaks off halfway to test resume."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,6 @@ import shutil
 import struct
 import threading
 import time
-import zipfile
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,7 +14,7 @@ import pytest
 
 from actionrec.download import download, main
 from actionrec.errors import UserError
-from actionrec.ucf101 import LISTS_DIR, scan_dataset
+from actionrec.ucf101 import scan_dataset
 from tests.conftest import tiny_video
 
 
@@ -84,17 +83,17 @@ def archives(tmp_path):
     clip = tiny_video(tmp_path / "clip.avi", frames=6).read_bytes()
     rar = rar4_stored({"UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi": clip,
                        "UCF-101/HandstandPushups/v_HandStandPushups_g01_c01.avi": clip})
-    zipped = tmp_path / "lists.zip"
-    with zipfile.ZipFile(zipped, "w") as z:
-        for name in ("classInd.txt", "testlist01.txt"):
-            z.write(LISTS_DIR / name, f"ucfTrainTestlist/{name}")
-    return {"UCF101.rar": rar, "UCF101TrainTestSplits-RecognitionTask.zip": zipped.read_bytes()}
+    return {"UCF101.rar": rar}
 
 
-def test_download_resumes_checks_and_extracts(tmp_path, archives, capsys):
+def needs_unar():
     if not shutil.which("unar"):
         assert os.environ.get("CI") != "true", "unar is missing: `make test` installs it (Debian package)"
         pytest.skip("unar is missing (make test installs it where it can: root on Debian/Ubuntu)")
+
+
+def test_download_resumes_checks_and_extracts(tmp_path, archives, capsys):
+    needs_unar()
     server = Server(archives, break_first={"UCF101.rar"})
     dest = tmp_path / "data"
     try:
@@ -110,7 +109,6 @@ def test_download_resumes_checks_and_extracts(tmp_path, archives, capsys):
     assert (dest / "UCF101.rar.sha256").read_text().split()[1] == "UCF101.rar"
     clips, rejected = scan_dataset(dest / "UCF-101")
     assert sorted(clips["class_name"]) == ["ApplyEyeMakeup", "HandstandPushups"] and not rejected
-    assert (dest / "ucfTrainTestlist/testlist01.txt").read_bytes() == (LISTS_DIR / "testlist01.txt").read_bytes()
 
     capsys.readouterr()
     server = Server(archives, break_first=set())
@@ -145,3 +143,43 @@ def test_unreachable_server_is_a_one_line_error(tmp_path):
     time.sleep(0.1)
     with pytest.raises(UserError, match="cannot reach"):
         download(f"{url}/UCF101.rar", tmp_path / "UCF101.rar", timeout=5)
+
+
+def test_a_kill_between_rename_and_checksum_leaves_a_working_download(tmp_path, archives, monkeypatch):
+    """Killed after the archive is in place but before its .sha256 (or an archive without
+    one): the next run computes the hash and extracts, no FileNotFoundError."""
+    needs_unar()
+    dest = tmp_path / "data"
+    dest.mkdir()
+    (dest / "UCF101.rar").write_bytes(archives["UCF101.rar"])  # no UCF101.rar.sha256 beside it
+    main(["--dest", str(dest), "--base-url", "http://127.0.0.1:9/unreachable"])
+    assert (dest / "UCF101.rar.sha256").read_text().split()[1] == "UCF101.rar"
+    assert sorted(scan_dataset(dest / "UCF-101")[0]["class_name"]) == ["ApplyEyeMakeup", "HandstandPushups"]
+
+    # a fresh download writes the .sha256 before it renames the .part into place
+    again = tmp_path / "again"
+    again.mkdir()
+    renamed, real_replace = [], type(again).replace
+
+    def replace(self, target):
+        renamed.append((self.name, (again / "UCF101.rar.sha256").exists()))
+        return real_replace(self, target)
+
+    monkeypatch.setattr(type(again), "replace", replace)
+    server = Server(archives, break_first=set())
+    try:
+        download(f"{server.url}/UCF101.rar", again / "UCF101.rar")
+    finally:
+        server.close()
+    assert renamed == [("UCF101.rar.part", True)]
+
+
+def test_an_archive_the_user_has_is_used_offline(tmp_path, archives):
+    needs_unar()
+    mine = tmp_path / "downloads/UCF101.rar"
+    mine.parent.mkdir()
+    mine.write_bytes(archives["UCF101.rar"])
+    main(["--dest", str(tmp_path / "data"), "--rar", str(mine), "--base-url", "http://127.0.0.1:9/unreachable"])
+    assert sorted(scan_dataset(tmp_path / "data/UCF-101")[0]["class_name"]) == ["ApplyEyeMakeup", "HandstandPushups"]
+    with pytest.raises(UserError, match="is not the expected"):
+        main(["--dest", str(tmp_path / "data"), "--rar", str(mine), "--sha256", "0" * 64])

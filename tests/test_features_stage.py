@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 import yaml
 
 from actionrec.backbone import DEFAULT_PREPROCESSING
 from actionrec.download import sha256_of
+from actionrec.errors import UserError
 from actionrec.extract import iter_features
 from actionrec.synthetic import write_avi
 from tests.conftest import ROOT, SAMPLE_VIDEOS, committed_params, read_features, rotated_video, stage_argv, tiny_video, update_params
@@ -59,7 +61,7 @@ def make_dataset(tmp_path: Path) -> Path:
 def write_params(tmp_path: Path, root: Path, **features) -> None:
     params = committed_params()
     params["data"]["root"] = str(root.relative_to(tmp_path))  # an absolute path inside the repo is refused
-    update_params(params, **TINY_FEATURES, allow_random_weights=True, **features)  # videos not the demo's
+    update_params(params, **{**TINY_FEATURES, "allow_random_weights": True, **features})  # videos not the demo's
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -89,6 +91,8 @@ def test_broken_videos_are_listed_and_decodable_ones_get_features(tmp_path):
     assert list(failed.columns) == ["video", "error"]
     assert sorted(failed["video"]) == ["Bad/v_Bad_g01_c01.avi", "Bad/v_Bad_g02_c01.avi"]
     assert "not a video" in failed.set_index("video").loc["Bad/v_Bad_g02_c01.avi", "error"]
+    for video in failed["video"]:  # each named on the console too, although under the limit
+        assert f"warning: {video} could not be decoded, left out: " in result.stderr
     kept = pd.read_csv(tmp_path / "data/features/videos.csv")
     assert len(kept) == 10 and not kept["video"].str.startswith("Bad/").any()
     # the rotation turned to make frames upright, per video, kept across the resumed run
@@ -158,9 +162,7 @@ def test_row_i_holds_video_i_when_videos_span_batches_and_some_fail(tmp_path):
         paths.append(str(path))
     cfg = {"num_frames": 4, "resize": 48, "crop": 32, "num_workers": 1, "batch_frames": 6,
            "precision": "fp32", "decoder": "auto"}
-    spec = importlib.util.spec_from_file_location("features_stage", ROOT / "stages/features.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
+    stage = load_stage()
     store = tmp_path / "store"
     store.mkdir()
     errors, _, stored, extracted = stage.extract_all(lambda todo: iter_features(PixelLevel(), todo, cfg),
@@ -203,3 +205,86 @@ def test_sigkill_then_resume_extracts_only_the_videos_not_yet_stored(tmp_path):
     shutil.rmtree(tmp_path / "data/features-store")  # the same videos in one go, from nothing
     assert run_stage(tmp_path).returncode == 0
     assert np.array_equal(read_features(tmp_path / "data/features"), resumed)
+
+
+def load_stage():
+    spec = importlib.util.spec_from_file_location("features_stage", ROOT / "stages/features.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    return stage
+
+
+def test_the_store_fingerprint_hashes_the_code_dvc_yaml_lists(tmp_path, monkeypatch):
+    """A module added to the features stage's deps in dvc.yaml changes the fingerprint (so
+    the store serves no feature made without it); a dep that does not exist is an error."""
+    stage = load_stage()
+    monkeypatch.chdir(tmp_path)
+    dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    deps = dvc_yaml["stages"]["features"]["deps"]
+    for dep in deps:
+        if dep.endswith(".py"):
+            (tmp_path / dep).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / dep, tmp_path / dep)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
+    info = {"num_frames": 16}
+    before = stage.fingerprint(info)
+    (tmp_path / "actionrec/new_module.py").write_text("SCALE = 2\n")
+    deps.append("actionrec/new_module.py")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
+    with_module = stage.fingerprint(info)
+    assert with_module != before
+    (tmp_path / "actionrec/new_module.py").write_text("SCALE = 3\n")
+    assert stage.fingerprint(info) not in (before, with_module)
+    (tmp_path / "actionrec/new_module.py").unlink()
+    with pytest.raises(UserError, match="depends on actionrec/new_module.py, which does not exist"):
+        stage.fingerprint(info)
+
+
+def test_named_weights_fetched_during_the_first_run_are_in_its_fingerprint(tmp_path, monkeypatch):
+    """The first run with named weights that are not on disk yet fetches them before it
+    fingerprints the store, so the second run reuses every video instead of extracting all
+    again. The "download" places a checkpoint under the name torchvision expects."""
+    import torchvision
+
+    stage = load_stage()
+    root = tmp_path / "videos"
+    write_video_list(tmp_path, [str(tiny_video(root / f"A/v_A_g0{g}_c01.avi", frames=6).relative_to(root))
+                              for g in (1, 2)])
+    write_params(tmp_path, root, backbone="resnet18", weights="IMAGENET1K_V1", num_frames=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fetched = []
+
+    def download(url, dst, *args, **kwargs):  # what torch.hub does online
+        fetched.append(url)
+        torch.save(torchvision.models.resnet18().state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    args = ("data/video_list.csv", "data/features", "metrics/features.json", "metrics/failed_videos.csv")
+    Path("metrics").mkdir()
+    stage.main(*args)
+    first = json.loads(Path("metrics/features.json").read_text())
+    stage.main(*args)
+    second = json.loads(Path("metrics/features.json").read_text())
+    assert len(fetched) == 1 and first["extracted_videos"] == 2
+    assert (second["extracted_videos"], second["reused_videos"]) == (0, 2)
+    assert json.loads(Path("data/features/info.json").read_text())["weights_sha256"]
+
+
+def test_a_bug_while_decoding_crashes_instead_of_counting_as_a_broken_video(tmp_path, monkeypatch):
+    """Only what decoders raise on unreadable files makes a failed video; a bug (here a
+    TypeError in a decoder) ends the run, so that no data is dropped silently."""
+    import actionrec.video as video
+
+    path = tiny_video(tmp_path / "v.avi", frames=8)
+
+    def buggy(path, found, wanted, device="cpu"):
+        raise TypeError("unsupported operand type(s)")
+
+    monkeypatch.setitem(video.DECODE, "pyav", buggy)
+    with pytest.raises(TypeError):
+        video.sample_clip(path, 4, "pyav")
+    cfg = {"num_frames": 4, "resize": 48, "crop": 32, "num_workers": 0, "batch_frames": 8,
+           "precision": "fp32", "decoder": "pyav"}
+    with pytest.raises(TypeError):
+        list(iter_features(PixelLevel(), [str(path)], cfg))

@@ -89,9 +89,10 @@ def test_model_files_from_before_heads_load_as_lstm(tmp_path):
     assert torch.equal(loaded(x), old(x))
 
 
-def test_a_split_joins_the_features_by_video_and_counts_the_missing(tmp_path):
+def test_a_split_joins_the_features_by_video_and_counts_the_missing(tmp_path, capsys):
     """Features are stored once per video; a split picks its rows by name, in split order, and
-    counts the videos that have none (not decodable) so that evaluate can report them."""
+    counts the videos that have none (not decodable) so that evaluate can report them, naming
+    each, and each class it leaves with no video in the split."""
     import json
 
     import numpy as np
@@ -106,8 +107,12 @@ def test_a_split_joins_the_features_by_video_and_counts_the_missing(tmp_path):
     values = np.arange(4, dtype=np.float16).reshape(4, 1, 1) * np.ones((1, 2, 3), np.float16)
     write_features(features, pd.DataFrame({"video": videos, "label": [0, 1, 0, 1]}), lambda i: values[i])
     (features / "info.json").write_text(json.dumps({}))
-    pd.DataFrame({"video": ["d.avi", "broken.avi", "b.avi"], "label": [1, 0, 1]}).to_csv(splits / "test.csv", index=False)
+    pd.DataFrame({"video": ["d.avi", "broken.avi", "b.avi"], "label": [1, 0, 1],
+                  "class_name": ["B", "A", "B"]}).to_csv(splits / "test.csv", index=False)
     feats, rows, missing = load_split("test", features, splits)
     assert list(rows["video"]) == ["d.avi", "b.avi"] and missing == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: test video broken.avi has no features (it could not be decoded): left out",
+        "warning: the test split has no video of A left"]
     assert feats.dtype == np.float16 and feats.shape == (2, 2, 3)
     assert feats[:, 0, 0].tolist() == [3.0, 1.0]

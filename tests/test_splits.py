@@ -84,6 +84,31 @@ def test_group_split_refuses_classes_with_too_few_groups(ucf_clips):
         group_split(subset, FRACTIONS, seed=0)
 
 
+def test_the_split_stage_refuses_an_empty_train_or_val_split_in_one_line(tmp_path):
+    """split.method official with one group per class, all in the official test list: train
+    and val would be empty. The stage stops before writing anything, instead of leaving train
+    to crash on an empty set."""
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import committed_params, stage_argv
+
+    (tmp_path / "data").mkdir()
+    classes = ["ApplyEyeMakeup", "ApplyLipstick"]
+    pd.DataFrame({"video": [f"{c}/v_{c}_g01_c0{i}.avi" for c in classes for i in (1, 2)], "label": [0, 0, 1, 1],
+                  "class_name": [c for c in classes for _ in (1, 2)], "group": 1, "clip": [1, 2, 1, 2]}).to_csv(
+        tmp_path / "data/metadata.csv", index=False)
+    params = committed_params()
+    params["data"].update(source="ucf101", root="UCF-101", allow_random_weights=True)
+    params["split"]["method"] = "official"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(stage_argv("split"), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: split.method official left the train and val split empty")
+    assert not (tmp_path / "data/splits").exists()
+
+
 @pytest.mark.parametrize("method", ["group", "random"])
 def test_adding_or_removing_a_class_leaves_the_other_classes_unchanged(ucf_clips, method):
     """Each class draws from its own seeded generator: the shared classes keep the same

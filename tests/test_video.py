@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from actionrec.video import VideoError, decord_available, frame_indices, read_frames, sample_frames
-from tests.conftest import tiny_video
+from tests.conftest import rotated_video, tiny_video
 
 
 def test_frame_indices_are_segment_centres():
@@ -139,3 +139,42 @@ def test_files_that_are_not_videos_are_refused(tmp_path, name, make, reason, dec
     make(path)
     with pytest.raises(VideoError, match=reason):
         read_frames(path, 16, decoder)
+
+
+def test_a_rotation_that_cannot_be_read_is_a_warning_not_a_silent_upright(tmp_path, monkeypatch):
+    """The display rotation rides on a decoded frame: when none of the first packets decodes
+    (a damaged phone video), the clip says its rotation is unknown instead of taking 0 silently."""
+    import av
+
+    import actionrec.video as video
+
+    path = rotated_video(tmp_path / "phone.mp4", 90, frames=12)
+    assert video.sample_clip(path, 4).rotation == 90 and not video.sample_clip(path, 4).warning
+    real_open = av.open
+
+    class NoFrames:  # packets as demuxed, but decoding none of them works
+        def __init__(self, packet):
+            self.packet = packet
+
+        def __getattr__(self, name):
+            return getattr(self.packet, name)
+
+        def decode(self):
+            raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    def open_damaged(*args, **kwargs):
+        container = real_open(*args, **kwargs)
+        demux = container.demux
+        container_proxy = type("Damaged", (), {
+            "__enter__": lambda self: self, "__exit__": lambda self, *a: container.close(),
+            "__getattr__": lambda self, name: getattr(container, name),
+            "demux": lambda self, *a, **k: (NoFrames(p) for p in demux(*a, **k))})()
+        return container_proxy
+
+    monkeypatch.setattr(av, "open", open_damaged)
+    found = video.scan(path)
+    monkeypatch.setattr(av, "open", real_open)
+    assert found.rotation == 0 and "rotation is unknown" in found.damage
+    monkeypatch.setattr(video, "scan", lambda p: found)
+    clip = video.sample_clip(path, 4)
+    assert "rotation is unknown (taken as upright): damaged file?" in clip.warning
