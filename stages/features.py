@@ -89,9 +89,10 @@ def extract_all(extract, paths: list[str], cfg: dict, store: Path,
         infos[i] = entry_info(stored[i])
     extracted, arrived = 0, set()
     if todo:
+        results = extract([paths[i] for i in todo])  # the local engine builds its model here, before the bar
         speed = Throughput()
         bar = tqdm(total=len(todo), desc="features", unit="video")
-        for local_index, feats, error, info in extract([paths[i] for i in todo]):
+        for local_index, feats, error, info in results:
             position = todo[local_index]
             if position in arrived:  # a retried task's result delivered twice: kept once
                 continue
