@@ -288,3 +288,39 @@ def test_a_bug_while_decoding_crashes_instead_of_counting_as_a_broken_video(tmp_
            "precision": "fp32", "decoder": "pyav"}
     with pytest.raises(TypeError):
         list(iter_features(PixelLevel(), [str(path)], cfg))
+
+
+def test_a_new_class_adds_a_shard_leaves_the_others_byte_identical_and_grows_dvcs_cache_by_it(tmp_path):
+    """Features are versioned per class folder: adding a class writes that class's shard, the
+    other shards keep their bytes, and DVC's cache grows by little more than the new shard."""
+    root = tmp_path / "videos"
+    videos = [f"C{c}/v_C{c}_g{g:02d}_c01.avi" for c in range(4) for g in range(4)]
+    for i, video in enumerate(videos):  # distinct content, so no two share a store entry
+        (root / video).parent.mkdir(parents=True, exist_ok=True)
+        write_avi(root / video, np.stack([np.full((32, 32, 3), (9 * i + 40 * j) % 256, np.uint8)
+                                          for j in range(4)]), 25)
+    write_params(tmp_path, root, num_frames=4, resize=32, crop=32, batch_frames=16, num_workers=0)
+
+    def dvc(*args):
+        result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+    def cache_bytes() -> int:
+        return sum(p.stat().st_size for p in (tmp_path / ".dvc/cache").rglob("*") if p.is_file())
+
+    dvc("init", "--no-scm")
+    shards = tmp_path / "data/features/shards"
+    write_video_list(tmp_path, videos[:12])  # three classes
+    assert run_stage(tmp_path).returncode == 0
+    dvc("add", "data/features")
+    before, cache_before = {p.name: p.read_bytes() for p in shards.iterdir()}, cache_bytes()
+    write_video_list(tmp_path, videos)  # and a fourth
+    assert run_stage(tmp_path).returncode == 0
+    dvc("add", "data/features")
+    after = {p.name: p.read_bytes() for p in shards.iterdir()}
+    assert sorted(after) == ["C0.npy", "C1.npy", "C2.npy", "C3.npy"]
+    assert all(after[name] == content for name, content in before.items())
+    assert cache_bytes() - cache_before <= 1.2 * len(after["C3.npy"])
+    table = pd.read_csv(tmp_path / "data/features/videos.csv")
+    assert list(table.columns) == ["video", "rotation", "warning", "shard", "row"] and list(table["video"]) == videos
+    assert np.array_equal(read_features(tmp_path / "data/features")[12:], np.load(shards / "C3.npy"))
