@@ -157,7 +157,7 @@ def test_only_what_changed_runs_again(repo):
 
     speed = ["runtime.device=cpu", "runtime.num_workers=0", "runtime.threads=1", "runtime.batch_frames=12",
              "runtime.compile=auto", "runtime.max_failed_fraction=0.5", "runtime.decoder=pyav",
-             "runtime.train_threads=2"]
+             "runtime.train_threads=2", "runtime.engine=ray"]
     assert {s.split("=")[0].split(".")[1] for s in speed} == set(committed_params()["runtime"])  # every one
     out = run(["dvc", "exp", "run", *[arg for key in speed for arg in ("-S", key)]], repo)
     assert stages_run(out) == {"validate"} and "Stage 'features' didn't change" in out
@@ -211,6 +211,34 @@ def test_only_new_videos_are_extracted_and_the_result_equals_a_fresh_extraction(
         from_nothing = features_by_video(repo)
         assert incremental.keys() == from_nothing.keys()
         assert all(np.array_equal(incremental[v], from_nothing[v]) for v in incremental)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.move(repo / "store-aside", store)
+    back_to_head(repo)
+
+
+def test_the_ray_engine_extracts_the_same_features_and_nothing_re_runs(repo):
+    """runtime.engine: ray (a local Ray here) is speed only: switching to it re-runs nothing,
+    and extracting every video with it gives bit-identical features (the same hash in
+    dvc.lock), with none of Ray's own files among the outputs."""
+    git(repo, "checkout", "--", ".")
+    run(["dvc", "repro"], repo)  # restored from the run-cache after the first test
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "repro", "--allow-empty")
+    features_lock = lambda: yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["features"]["outs"]  # noqa: E731
+    before = features_lock()
+    out = run(["dvc", "exp", "run", "-S", "runtime.engine=ray"], repo)
+    assert stages_run(out) == {"validate"} and "Data and pipelines are up to date" in run(["dvc", "status"], repo)
+    store = repo / "data/features-store"
+    shutil.move(store, repo / "store-aside")  # so that Ray extracts every video
+    try:
+        run(["dvc", "repro", "-f", "-s", "features"], repo)
+        summary = json.loads((repo / "metrics/features.json").read_text())
+        assert summary["extracted_videos"] == summary["videos"] > 0
+        assert features_lock() == before
+        files = {str(p.relative_to(repo / "data/features")) for p in (repo / "data/features").rglob("*")}
+        shards = {f"shards/{name}" for name in pd.read_csv(repo / "data/features/videos.csv")["shard"]}
+        assert files == {"info.json", "videos.csv", "shards", *shards} and len(shards) == 3, files
     finally:
         shutil.rmtree(store, ignore_errors=True)
         shutil.move(repo / "store-aside", store)
