@@ -1,10 +1,11 @@
 """The features folder and the join of a split to it: the features stage stores every video
 once, the split stage says which video goes where (<splits>/<split>.csv).
 
-The folder holds one float16 [n, T, D] .npy shard per class folder (shards/<folder>.npy, the
-first component of the video's path: a new class is a new file, the others keep their bytes,
-so DVC's cache grows by the new class only), videos.csv (video, rotation, warning, shard, row)
-and info.json. Readers take rows on demand with pread: neither a copy of a split nor the
+The folder holds, per class folder (the first component of the video's path), a float16
+[n, T, D] shard shards/<folder>.npy and its index shards/<folder>.csv (video, rotation,
+warning; row i of the index is row i of the shard), and info.json. A new class adds its two
+files and the others keep their bytes, so DVC's cache grows by the new class only: no file
+lists every video. Readers take rows on demand with pread: neither a copy of a split nor the
 pages of the shards (as a memory map's would) count in the process's memory."""
 from __future__ import annotations
 
@@ -29,15 +30,22 @@ def shard_name(video: str) -> str:
 
 
 def write_features(out: Path, table: pd.DataFrame, load: Callable[[int], np.ndarray]) -> None:
-    """out/shards/*.npy, out/videos.csv from table (video, rotation, warning; one row per video,
-    in order) and load(i), the float16 [T, D] features of table's row i; a shard at a time."""
+    """out/shards/<folder>.npy and .csv from table (video, rotation, warning: one row per
+    video) and load(i), the float16 [T, D] features of table's row i; a shard at a time."""
     table = table.reset_index(drop=True)
-    shards = table["video"].map(shard_name)
-    table = table.assign(shard=shards, row=table.groupby(shards).cumcount())
     (out / SHARDS).mkdir(parents=True, exist_ok=True)
-    for name, rows in table.groupby("shard", sort=True):
+    for name, rows in table.groupby(table["video"].map(shard_name), sort=True):
         np.save(out / SHARDS / name, np.stack([load(i) for i in rows.index]).astype(np.float16))
-    table.to_csv(out / "videos.csv", index=False)
+        rows.to_csv((out / SHARDS / name).with_suffix(".csv"), index=False)
+
+
+def read_index(features: Path) -> pd.DataFrame:
+    """Every video of a features folder, shard by shard: its index columns, shard and row."""
+    parts = [pd.read_csv(path, keep_default_na=False).assign(shard=path.with_suffix(".npy").name)
+             for path in sorted((features / SHARDS).glob("*.csv"))]
+    if not parts:
+        raise UserError(f"{features} holds no features: run 'dvc repro'")
+    return pd.concat([part.assign(row=np.arange(len(part))) for part in parts], ignore_index=True)
 
 
 class Features:
@@ -78,7 +86,7 @@ class Features:
                 j += 1
             fd, offset = self._files[shard] if shard in self._files else self._open(shard)[:2]
             if os.preadv(fd, [flat[i:j]], offset + int(row) * row_bytes) != (j - i) * row_bytes:
-                raise UserError(f"{self.folder / SHARDS / shard} is shorter than videos.csv says: re-run the features stage")
+                raise UserError(f"{self.folder / SHARDS / shard} is shorter than its index says: re-run the features stage")
             i = j
         return out[0] if np.ndim(index) == 0 else out
 
@@ -91,8 +99,8 @@ class Features:
 
 
 def open_features(features: Path) -> tuple[Features, pd.DataFrame]:
-    """All the features of a features folder, in videos.csv's order, and videos.csv."""
-    table = pd.read_csv(features / "videos.csv", keep_default_na=False)
+    """All the features of a features folder, in read_index's order, and that index."""
+    table = read_index(features)
     return Features(features, table["shard"].to_numpy(), table["row"].to_numpy()), table
 
 
@@ -106,7 +114,7 @@ def load_split(name: str, features: Path, splits: Path) -> tuple[Features, pd.Da
     that have no features because they could not be decoded: each named in a warning, with
     the classes it leaves without a video in this split)."""
     rows = pd.read_csv(splits / f"{name}.csv")
-    index = pd.read_csv(features / "videos.csv", usecols=["video", "shard", "row"], keep_default_na=False)
+    index = read_index(features)[["video", "shard", "row"]]
     joined = rows.merge(index, on="video", how="left", validate="one_to_one")
     missing = joined["row"].isna()
     if missing.all() and len(rows):

@@ -1,10 +1,10 @@
 """Stage features: num_frames frames of every video in VIDEO_LIST through the frozen backbone
--> OUT: float16 [n, T, D] shards, one per class folder, videos.csv (the N videos, their shard
-and row, the rotation applied to each and any decoding warning) and info.json (what made
+-> OUT: per class folder a float16 [n, T, D] shard and its index (the videos, the rotation
+applied to each and any decoding warning) and info.json (what made
 them; actionrec/dataset.py reads them); METRICS and FAILED (one row per video that could not be decoded).
 
 Features depend on the videos and the features params only: not on labels, groups or the
-split (train and evaluate join the split's CSVs to videos.csv by video). Each video's features
+split (train and evaluate join the split's CSVs to the shards' indexes by video). Each video's features
 are kept, as soon as they are computed, in a store beside OUT, outside DVC's outputs:
 OUT-store/<fingerprint>/<SHA-256 of the video file>.npz. The fingerprint changes with anything
 that changes the values (the features params, the code this stage depends on in dvc.yaml,

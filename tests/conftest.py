@@ -51,7 +51,7 @@ def update_params(params: dict, **keys) -> dict:
 
 
 def read_features(folder: Path) -> np.ndarray:
-    """Every feature row of a features stage's output folder, in videos.csv's order."""
+    """Every feature row of a features stage's output folder, shard by shard."""
     from actionrec.dataset import open_features
 
     return np.asarray(open_features(folder)[0])

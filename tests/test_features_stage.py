@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from actionrec.backbone import DEFAULT_PREPROCESSING
+from actionrec.dataset import read_index
 from actionrec.download import sha256_of
 from actionrec.errors import UserError
 from actionrec.extract import iter_features
@@ -93,7 +94,7 @@ def test_broken_videos_are_listed_and_decodable_ones_get_features(tmp_path):
     assert "not a video" in failed.set_index("video").loc["Bad/v_Bad_g02_c01.avi", "error"]
     for video in failed["video"]:  # each named on the console too, although under the limit
         assert f"warning: {video} could not be decoded, left out: " in result.stderr
-    kept = pd.read_csv(tmp_path / "data/features/videos.csv")
+    kept = read_index(tmp_path / "data/features")
     assert len(kept) == 10 and not kept["video"].str.startswith("Bad/").any()
     # the rotation turned to make frames upright, per video, kept across the resumed run
     assert kept.set_index("video")["rotation"].to_dict() == {v: 90 if v.endswith(".mp4") else 0
@@ -318,9 +319,9 @@ def test_a_new_class_adds_a_shard_leaves_the_others_byte_identical_and_grows_dvc
     assert run_stage(tmp_path).returncode == 0
     dvc("add", "data/features")
     after = {p.name: p.read_bytes() for p in shards.iterdir()}
-    assert sorted(after) == ["C0.npy", "C1.npy", "C2.npy", "C3.npy"]
+    assert sorted(after) == [f"C{c}{ext}" for c in range(4) for ext in (".csv", ".npy")]
     assert all(after[name] == content for name, content in before.items())
     assert cache_bytes() - cache_before <= 1.2 * len(after["C3.npy"])
-    table = pd.read_csv(tmp_path / "data/features/videos.csv")
+    table = read_index(tmp_path / "data/features")
     assert list(table.columns) == ["video", "rotation", "warning", "shard", "row"] and list(table["video"]) == videos
     assert np.array_equal(read_features(tmp_path / "data/features")[12:], np.load(shards / "C3.npy"))

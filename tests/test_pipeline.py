@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from actionrec.dataset import read_index
 from tests.conftest import EXPERIMENT_RESULTS, committed, committed_params, read_features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(repo):
     # metrics are numbers: `dvc exp show` gets one column per metric, none named like a param
     assert all(isinstance(v, (int, float)) for v in first["features.json"].values()), first["features.json"]
     features = read_features(repo / "data/features")
-    videos = pd.read_csv(repo / "data/features/videos.csv")
+    videos = read_index(repo / "data/features")
     assert features.dtype == np.float16 and features.shape == (len(metadata), 4, 2048)
     assert list(videos["video"]) == list(metadata["video"])  # every video, whatever the split
     test_rows = pd.read_csv(repo / "data/splits/test.csv")
@@ -179,7 +180,7 @@ def back_to_head(repo: Path) -> None:
 
 def features_by_video(repo: Path) -> dict[str, np.ndarray]:
     table = read_features(repo / "data/features")
-    return dict(zip(pd.read_csv(repo / "data/features/videos.csv")["video"], table))
+    return dict(zip(read_index(repo / "data/features")["video"], table))
 
 
 def test_only_new_videos_are_extracted_and_the_result_equals_a_fresh_extraction(repo):
@@ -237,8 +238,8 @@ def test_the_ray_engine_extracts_the_same_features_and_nothing_re_runs(repo):
         assert summary["extracted_videos"] == summary["videos"] > 0
         assert features_lock() == before
         files = {str(p.relative_to(repo / "data/features")) for p in (repo / "data/features").rglob("*")}
-        shards = {f"shards/{name}" for name in pd.read_csv(repo / "data/features/videos.csv")["shard"]}
-        assert files == {"info.json", "videos.csv", "shards", *shards} and len(shards) == 3, files
+        shards = {f"shards/{name[:-4]}{ext}" for name in read_index(repo / "data/features")["shard"] for ext in (".npy", ".csv")}
+        assert files == {"info.json", "shards", *shards} and len(shards) == 6, files
     finally:
         shutil.rmtree(store, ignore_errors=True)
         shutil.move(repo / "store-aside", store)
@@ -392,7 +393,7 @@ def test_the_way_back_after_an_experiment_recomputes_nothing_with_another_machin
 
         out = run(["bash", "-c", WAY_BACK.replace("make ", " ".join(MAKE) + " ")], repo)
         assert stages_run(out) == {"validate"}, out  # params checked; nothing recomputed
-        assert (repo / "data/features/videos.csv").is_file() and (repo / "models/model.pt").is_file()
+        assert (repo / "data/features/info.json").is_file() and (repo / "models/model.pt").is_file()
         assert read_metrics(repo) == committed_metrics
         assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
         # only dvc.lock differs from the commit: it names this machine's features and model

@@ -8,7 +8,7 @@ import torch
 from dvclive import Live
 
 from actionrec import training
-from actionrec.dataset import Features, open_features, write_features
+from actionrec.dataset import Features, read_index, write_features
 from actionrec.model import build_model, prepare
 from actionrec.training import fit, predict_logits
 
@@ -64,8 +64,8 @@ def test_a_split_read_a_batch_at_a_time_trains_exactly_as_one_on_the_device(tmp_
     (xt, yt), (xv, yv) = direction_task(64, 0), direction_task(32, 1)
     videos = [f"C{i % 3}/v{i:02d}.avi" for i in range(96)]  # rows spread over three shards
     write_features(tmp_path, pd.DataFrame({"video": videos}), lambda i: torch.cat([xt, xv])[i].numpy())
-    index = open_features(tmp_path)[1]  # videos.csv: row i is video i, in its shard
-    on_disk = {name: Features(tmp_path, index["shard"][rows], index["row"][rows])
+    index = read_index(tmp_path).set_index("video").loc[videos]  # where video i is
+    on_disk = {name: Features(tmp_path, index["shard"].to_numpy()[rows], index["row"].to_numpy()[rows])
                for name, rows in (("train", slice(0, 64)), ("val", slice(64, 96)))}
     assert np.array_equal(on_disk["train"][:], xt.numpy()) and np.array_equal(on_disk["val"][::-1], xv.numpy()[::-1])
     cfg = {**CFG, "max_epochs": 4}
