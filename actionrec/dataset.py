@@ -1,9 +1,18 @@
-"""Join a split to the features: the features stage stores every video once, the split
-stage says which video goes where (<splits>/<split>.csv)."""
+"""The features folder and the join of a split to it: the features stage stores every video
+once, the split stage says which video goes where (<splits>/<split>.csv).
+
+The folder holds, per class folder (the first component of the video's path), a float16
+[n, T, D] shard shards/<folder>.npy and its index shards/<folder>.csv (video, rotation,
+warning; row i of the index is row i of the shard), and info.json. A new class adds its two
+files and the others keep their bytes, so DVC's cache grows by the new class only: no file
+lists every video. Readers take rows on demand with pread: neither a copy of a split nor the
+pages of the shards (as a memory map's would) count in the process's memory."""
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +20,101 @@ import pandas as pd
 
 from actionrec.errors import UserError
 
+SHARDS = "shards"
+
+
+def shard_name(video: str) -> str:
+    """The shard of a video (a path relative to data.root, / separated): its class folder."""
+    folder, sep, _ = video.partition("/")
+    return f"{folder}.npy" if sep else "_.npy"  # a video directly in data.root
+
+
+def write_features(out: Path, table: pd.DataFrame, load: Callable[[int], np.ndarray]) -> None:
+    """out/shards/<folder>.npy and .csv from table (video, rotation, warning: one row per
+    video) and load(i), the float16 [T, D] features of table's row i; a shard at a time."""
+    table = table.reset_index(drop=True)
+    (out / SHARDS).mkdir(parents=True, exist_ok=True)
+    for name, rows in table.groupby(table["video"].map(shard_name), sort=True):
+        np.save(out / SHARDS / name, np.stack([load(i) for i in rows.index]).astype(np.float16))
+        rows.to_csv((out / SHARDS / name).with_suffix(".csv"), index=False)
+
+
+def read_index(features: Path) -> pd.DataFrame:
+    """Every video of a features folder, shard by shard: its index columns, shard and row."""
+    parts = [pd.read_csv(path, keep_default_na=False).assign(shard=path.with_suffix(".npy").name)
+             for path in sorted((features / SHARDS).glob("*.csv"))]
+    if not parts:
+        raise UserError(f"{features} holds no features: run 'dvc repro'")
+    return pd.concat([part.assign(row=np.arange(len(part))) for part in parts], ignore_index=True)
+
+
+class Features:
+    """float16 [N, T, D] rows of a features folder, read on demand: x[i], x[a:b], x[int array]
+    return arrays; len(x), x.shape, x.nbytes; np.asarray(x) reads them all."""
+
+    def __init__(self, folder: Path, shards: np.ndarray, rows: np.ndarray):
+        self.folder, self.shards, self.rows = Path(folder), np.asarray(shards), np.asarray(rows, np.int64)
+        self._files: dict[str, tuple[int, int]] = {}  # shard -> (fd, offset of row 0)
+        first = self._open(self.shards[0])[2] if len(self.shards) else (0, 0)
+        self.shape, self.dtype = (len(self.rows), *first), np.dtype(np.float16)
+        self.nbytes = int(np.prod(self.shape)) * 2
+
+    def _open(self, name: str) -> tuple[int, int, tuple]:
+        path = self.folder / SHARDS / name
+        header = np.load(path, mmap_mode="r")  # for the shape and where row 0 starts: nothing read
+        if header.dtype != np.float16 or not header.flags.c_contiguous:
+            raise UserError(f"{path} is not a float16 C-order array: re-run the features stage")
+        self._files[name] = (os.open(path, os.O_RDONLY), header.offset)
+        return self._files[name] + (header.shape[1:],)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):  # x[rows, frames, dims]: the rows read, then the rest
+            return self[key[0]][(slice(None),) * (np.ndim(np.arange(len(self))[key[0]]) > 0) + key[1:]]
+        index = np.arange(len(self))[key]
+        out = np.empty((np.size(index), *self.shape[1:]), np.float16)
+        row_bytes = out[0].nbytes if len(out) else 0
+        flat = out.reshape(len(out), row_bytes // 2).view(np.uint8)
+        i = 0
+        while i < len(out):  # one read per run of consecutive rows of one shard
+            shard, row = self.shards[index.flat[i]], self.rows[index.flat[i]]
+            j = i + 1
+            while (j < len(out) and self.shards[index.flat[j]] == shard
+                   and self.rows[index.flat[j]] == row + j - i):
+                j += 1
+            fd, offset = self._files[shard] if shard in self._files else self._open(shard)[:2]
+            if os.preadv(fd, [flat[i:j]], offset + int(row) * row_bytes) != (j - i) * row_bytes:
+                raise UserError(f"{self.folder / SHARDS / shard} is shorter than its index says: re-run the features stage")
+            i = j
+        return out[0] if np.ndim(index) == 0 else out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+    def __del__(self):
+        for fd, _ in self._files.values():
+            os.close(fd)
+
+
+def open_features(features: Path) -> tuple[Features, pd.DataFrame]:
+    """All the features of a features folder, in read_index's order, and that index."""
+    table = read_index(features)
+    return Features(features, table["shard"].to_numpy(), table["row"].to_numpy()), table
+
+
 def feature_info(features: Path) -> dict:
     """What made the features (backbone, weights and their SHA-256, precision, ...)."""
     return json.loads((features / "info.json").read_text())
 
 
-def load_split(name: str, features: Path, splits: Path) -> tuple[np.ndarray, pd.DataFrame, int]:
-    """(float16 [N, T, D] features, their split rows in split order, videos of the split
+def load_split(name: str, features: Path, splits: Path) -> tuple[Features, pd.DataFrame, int]:
+    """(float16 [N, T, D] features, read on demand, their split rows in split order, videos of the split
     that have no features because they could not be decoded: each named in a warning, with
     the classes it leaves without a video in this split)."""
     rows = pd.read_csv(splits / f"{name}.csv")
-    index = pd.read_csv(features / "videos.csv", usecols=["video"])
-    index["row"] = np.arange(len(index))
+    index = read_index(features)[["video", "shard", "row"]]
     joined = rows.merge(index, on="video", how="left", validate="one_to_one")
     missing = joined["row"].isna()
     if missing.all() and len(rows):
@@ -34,6 +126,5 @@ def load_split(name: str, features: Path, splits: Path) -> tuple[np.ndarray, pd.
     if emptied and missing.any():
         print(f"warning: the {name} split has no video of {', '.join(emptied)} left", file=sys.stderr)
     joined = joined[~missing]
-    table = np.load(features / "features.npy", mmap_mode="r")
-    feats = np.asarray(table[joined["row"].to_numpy(dtype=np.int64)])  # this split only, float16
-    return feats, joined.drop(columns="row").reset_index(drop=True), int(missing.sum())
+    feats = Features(features, joined["shard"].to_numpy(), joined["row"].to_numpy(dtype=np.int64))
+    return feats, joined.drop(columns=["shard", "row"]).reset_index(drop=True), int(missing.sum())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,11 +58,19 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
     device = model.inference_device
     decode_on = str(device) if device.type == "cuda" else "cpu"
     dataset = ClipDataset(paths, cfg["num_frames"], model.preprocessing, cfg.get("decoder", "auto"), decode_on)
-    workers, batch_frames = cfg["num_workers"], cfg["batch_frames"]
+    workers = cfg["num_workers"]
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=8 if workers else None, pin_memory=device.type == "cuda",
                         worker_init_fn=_single_threaded_worker if workers else None,
                         multiprocessing_context="spawn" if workers and decode_on != "cpu" else None)
+    yield from embed_stream(model, loader, cfg["batch_frames"], cfg["precision"])
+
+
+def embed_stream(model: torch.nn.Module, clips, batch_frames: int, precision: str,
+                 ) -> Iterator[tuple[int, np.ndarray | None, str, dict]]:
+    """iter_features for decoded clips, (index, uint8 frames or None, error, info) items (as
+    ClipDataset gives them): the backbone sees batches of exactly batch_frames frames."""
+    device = model.inference_device
     waiting: deque[tuple[int, int, dict]] = deque()  # (video index, frames, info) not yet handed out
     inputs: list[torch.Tensor] = []            # uint8 frames not yet through the backbone
     outputs: list[torch.Tensor] = []           # features not yet handed out
@@ -76,7 +83,7 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
         real = len(batch)
         if final and real < batch_frames:  # pad the last batch to the compiled shape
             batch = torch.cat([batch, batch.new_zeros((batch_frames - real, *batch.shape[1:]))])
-        outputs.append(embed(model, batch, cfg["precision"])[:real])
+        outputs.append(embed(model, batch, precision)[:real])
         inputs, pending_inputs = ([rest] if len(rest) else []), len(rest)
 
     def finished() -> Iterator[tuple[int, np.ndarray, str, dict]]:
@@ -89,7 +96,7 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
             offset += count
         outputs = [done[offset:]] if done is not None and offset < len(done) else []
 
-    for index, frames, error, info in loader:
+    for index, frames, error, info in clips:
         if frames is None:
             yield index, None, error, info
             continue
@@ -113,9 +120,3 @@ class Throughput:
     def add(self, frames: int) -> float:
         self.frames += frames
         return self.frames / max(time.perf_counter() - self.start, 1e-9)
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    tmp.replace(path)

@@ -142,6 +142,7 @@ class Features(_Section):
 
 class Runtime(_Section):
     """Speed only: no key here changes a result, so no stage re-runs when one changes."""
+    engine: Literal["local", "ray"]
     decoder: Literal[DECODERS]
     device: Annotated[StrictStr, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$",
                                        description="auto, cpu, cuda or cuda:N")]

@@ -1,13 +1,16 @@
 """The training loop as plain functions: arrays in, best weights and a summary out.
 
-Features stay float16 (on the device) and are standardised one mini-batch at a time, so
-no float32 copy of the training set is ever made; the train loss and accuracy logged per
+Features stay float16 and are standardised one mini-batch at a time, so no float32 copy of
+the training set is ever made. A split of at most RESIDENT_BYTES goes to the device whole;
+a larger one (actionrec.dataset.Features) is read a mini-batch at a time, in the same order,
+so memory stays flat whatever the dataset's size and the result is the same; the train loss and accuracy logged per
 epoch are the running figures of that epoch's mini-batches, not an extra forward pass."""
 from __future__ import annotations
 
 import os
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,16 +18,31 @@ from torch import nn
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+RESIDENT_BYTES = 2 * 2**30  # a split up to this size is moved to the device whole
+
+
+def resident(x, device: torch.device):
+    """x (a tensor, an array or Features) as a tensor on the device when it fits, else as is."""
+    if torch.is_tensor(x):
+        return x.to(device)
+    return torch.from_numpy(np.asarray(x)).to(device) if x.nbytes <= RESIDENT_BYTES else x
+
+
+def take(x, index: torch.Tensor | slice, device: torch.device) -> torch.Tensor:
+    """Rows of x (from resident()) on the device: x[index]."""
+    if torch.is_tensor(x):
+        return x[index.to(x.device) if torch.is_tensor(index) else index]
+    return torch.from_numpy(x[index.cpu().numpy() if torch.is_tensor(index) else index]).to(device)
 
 
 def predict_logits(model: nn.Module, x: torch.Tensor, transform: Transform | None = None,
                    batch_size: int = 256, device: torch.device = torch.device("cpu")) -> torch.Tensor:
-    """Logits [N, C] (on the CPU) for all of x, a batch at a time, in eval mode."""
+    """Logits [N, C] (on the CPU) for all of x (from resident()), a batch at a time, in eval mode."""
     model.eval()
     out = []
     with torch.no_grad():
-        for batch in x.split(batch_size):
-            batch = batch.to(device)
+        for start in range(0, len(x), batch_size):
+            batch = take(x, slice(start, start + batch_size), device).to(device)
             out.append(model(transform(batch) if transform else batch.float()).float().cpu())
     return torch.cat(out)
 
@@ -34,14 +52,15 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: t
         transform: Transform | None = None, progress: bool = False) -> dict:
     """Train model with Adam, ReduceLROnPlateau and early stopping on validation loss.
 
-    x_*: [N, T, D] features in any dtype (float16 keeps memory low); transform maps a batch on
+    x_*: [N, T, D] features in any dtype (float16 keeps memory low), tensors, arrays or
+    Features (read a batch at a time when larger than RESIDENT_BYTES); transform maps a batch on
     the device to the model's float32 input (standardisation). cfg: lr, weight_decay,
     batch_size, max_epochs, patience, lr_factor, lr_patience, seed. live: a dvclive Live or
     None. Returns best_epoch, epochs_run, best_val_loss, best_val_accuracy and state_dict (the
     best epoch's weights, on the CPU), and leaves those weights in model."""
     torch.manual_seed(cfg["seed"])
     model.to(device)
-    x_train, x_val = x_train.to(device), x_val.to(device)
+    x_train, x_val = resident(x_train, device), resident(x_val, device)
     y_train, y_val = y_train.to(device), y_val.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg["lr_factor"],
@@ -60,7 +79,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: t
         for batch in torch.randperm(len(x_train), generator=generator).split(cfg["batch_size"]):
             batch = batch.to(device)
             target = y_train[batch]
-            logits = model(prep(x_train[batch]))
+            logits = model(prep(take(x_train, batch, device)))
             loss = nn.functional.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -5,16 +5,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from threadpoolctl import threadpool_limits
 
 from actionrec.dataset import load_split
 from actionrec.device import resolve_device
-from actionrec.model import load_checkpoint, lstm_inputs
+from actionrec.model import load_checkpoint, prepare
 from actionrec.errors import run_stage
 from actionrec.params import load_params
+from actionrec.training import predict_logits, resident
 
 
 def clip_means(features: np.ndarray, mean: np.ndarray, std: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -49,8 +49,9 @@ def main(features: str, splits: str, model_file: str, metrics_file: str, confusi
     train_feats, train_rows, _ = load_split("train", features, splits)
     test_feats, test_rows, test_failed = load_split("test", features, splits)
     y_train, y_test = train_rows["label"].to_numpy(), test_rows["label"].to_numpy()
-    with torch.no_grad():
-        lstm_pred = model(lstm_inputs(test_feats, meta).to(device)).argmax(1).cpu().numpy()
+    mean_t, std_t = meta["feature_mean"].to(device), meta["feature_std"].to(device)
+    lstm_pred = predict_logits(model, resident(test_feats, device), device=device,  # a batch at a time
+                               transform=lambda b: prepare(b, mean_t, std_t, meta["temporal_centering"])).argmax(1).numpy()
     # the baseline sees the plain (uncentred) features: their clip mean is all it uses
     x_train, x_test = clip_means(train_feats, mean, std), clip_means(test_feats, mean, std)
     baseline_pred = order_blind_baseline(x_train, y_train, x_test, cfg["baseline_c"])

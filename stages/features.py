@@ -1,10 +1,10 @@
 """Stage features: num_frames frames of every video in VIDEO_LIST through the frozen backbone
--> OUT/features.npy (float16 [N, T, D], memory-mappable), videos.csv (the N videos in row
-order, with the rotation applied to each and any decoding warning) and info.json (what made
-them); METRICS and FAILED (one row per video that could not be decoded).
+-> OUT: per class folder a float16 [n, T, D] shard and its index (the videos, the rotation
+applied to each and any decoding warning) and info.json (what made
+them; actionrec/dataset.py reads them); METRICS and FAILED (one row per video that could not be decoded).
 
 Features depend on the videos and the features params only: not on labels, groups or the
-split (train and evaluate join the split's CSVs to videos.csv by video). Each video's features
+split (train and evaluate join the split's CSVs to the shards' indexes by video). Each video's features
 are kept, as soon as they are computed, in a store beside OUT, outside DVC's outputs:
 OUT-store/<fingerprint>/<SHA-256 of the video file>.npz. The fingerprint changes with anything
 that changes the values (the features params, the code this stage depends on in dvc.yaml,
@@ -28,7 +28,8 @@ from tqdm import tqdm
 from actionrec.backbone import build_backbone, inference_backbone, preprocessing, weights_file
 from actionrec.device import resolve_runtime
 from actionrec.download import sha256_of
-from actionrec.extract import Throughput, atomic_save_npy, iter_features
+from actionrec.dataset import write_features
+from actionrec.extract import Throughput, iter_features
 from actionrec.errors import UserError, run_stage
 from actionrec.params import load_params
 from actionrec.pipeline import code_deps
@@ -61,47 +62,54 @@ def save_entry(path: Path, feats: np.ndarray, info: dict) -> None:
     tmp.replace(path)
 
 
-def load_entry(path: Path) -> tuple[np.ndarray, dict]:
+def entry_info(path: Path) -> dict:
     with np.load(path) as saved:
-        return saved["feats"], {"rotation": int(saved["rotation"]), "warning": str(saved["warning"])}
+        return {"rotation": int(saved["rotation"]), "warning": str(saved["warning"])}
 
 
-def extract_all(model_factory, paths: list[str], cfg: dict, store: Path,
-                ) -> tuple[np.ndarray | None, list[str], list[dict], int]:
-    """Features of the decodable paths (float16 [N, T, D], in order), an error per path (""
-    when fine), per path what decoding said ({"rotation", "warning"}), and the number of
-    videos extracted now (the others come from the store, or failed). model_factory() builds
-    the backbone, only when some video needs it."""
+def entry_features(path: Path) -> np.ndarray:
+    with np.load(path) as saved:
+        return saved["feats"]
+
+
+def extract_all(extract, paths: list[str], cfg: dict, store: Path,
+                ) -> tuple[list[str], list[dict], list[Path | None], int]:
+    """An error per path ("" when fine), per path what decoding said ({"rotation", "warning"}),
+    its store entry (None where the file cannot be read), and the number of videos extracted
+    now (the others come from the store, or failed). extract(paths) yields (index into
+    paths, float features or None, error, info) in any order (iter_features, or the Ray
+    engine's); it is called only when some video has no stored features. Each entry is
+    written once, as soon as its features arrive: an interrupted run resumes there."""
     stored = [store_path(store, Path(p)) for p in tqdm(paths, desc="hashing videos", unit="video", leave=False)]
     todo = [i for i, entry in enumerate(stored) if entry is None or not entry.exists()]
-    features: list[np.ndarray | None] = [None] * len(paths)
     errors = [""] * len(paths)
+    reused = sorted(set(range(len(paths))) - set(todo))
     infos = [{"rotation": 0, "warning": ""} for _ in paths]
-    extracted = 0
+    for i in reused:
+        infos[i] = entry_info(stored[i])
+    extracted, arrived = 0, set()
     if todo:
-        model = model_factory()
+        results = extract([paths[i] for i in todo])  # the local engine builds its model here, before the bar
         speed = Throughput()
         bar = tqdm(total=len(todo), desc="features", unit="video")
-        for local_index, feats, error, info in iter_features(model, [paths[i] for i in todo], cfg):
+        for local_index, feats, error, info in results:
             position = todo[local_index]
-            errors[position] = error
+            if position in arrived:  # a retried task's result delivered twice: kept once
+                continue
+            arrived.add(position)
+            errors[position] = error if error or stored[position] else "the file could not be read"
             # the decoder that served a video is a speed choice: not recorded with the result
-            infos[position] = {"rotation": info["rotation"], "warning": info["warning"]}
-            if feats is not None:
-                features[position] = feats.astype(np.float16)
+            infos[position] = {"rotation": int(info["rotation"]), "warning": str(info["warning"])}
+            if feats is not None and not errors[position]:
                 extracted += 1
-                if stored[position] is not None:  # kept at once: an interrupted run resumes here
-                    save_entry(stored[position], features[position], infos[position])
+                if not stored[position].exists():  # another file with the same bytes may have come first
+                    save_entry(stored[position], feats.astype(np.float16), infos[position])
             bar.set_postfix(frames_per_s=f"{speed.add(cfg['num_frames'] if error == '' else 0):.1f}")
             bar.update()
         bar.close()
         print(f"extracted {extracted} videos at {speed.add(0):.1f} frames/s")
-    print(f"reused {len(paths) - len(todo)} videos from {store}")
-    for i, entry in enumerate(stored):
-        if features[i] is None and not errors[i]:
-            features[i], infos[i] = load_entry(entry)
-    done = [f for f in features if f is not None]
-    return (np.stack(done) if done else None), errors, infos, extracted
+    print(f"reused {len(reused)} videos from {store}")
+    return errors, infos, stored, extracted
 
 
 def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
@@ -127,11 +135,15 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
     print(f"features on {device} in {cfg['precision']}, {cfg['num_workers']} decode worker(s), "
           f"batches of {cfg['batch_frames']} frames")
 
-    def model_factory():
-        return inference_backbone(cfg, device, cfg["batch_frames"])
+    def extract(todo: list[str]):
+        if cfg["engine"] == "ray":  # speed only: the same features (tests/test_ray.py)
+            from actionrec.engine import iter_features_ray
+
+            return iter_features_ray(todo, cfg)
+        return iter_features(inference_backbone(cfg, device, cfg["batch_frames"]), todo, cfg)
 
     paths = [str(root / v) for v in videos]
-    feats, errors, infos, extracted = extract_all(model_factory, paths, cfg, store)
+    errors, infos, stored, extracted = extract_all(extract, paths, cfg, store)
     # a decoder may quote the path it was given: git keeps the list, so no path of this machine
     errors = [error.replace(path, video) for error, path, video in zip(errors, paths, videos)]
     warned = [(v, info["warning"]) for v, info, error in zip(videos, infos, errors) if info["warning"] and not error]
@@ -147,18 +159,18 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
         raise UserError(f"{len(failed)} of {len(videos)} videos could not be decoded (more than "
                         f"runtime.max_failed_fraction={cfg['max_failed_fraction']}): see "
                         f"{failed_csv}; fix or remove them, or raise the limit")
-    if feats is None:
+    ok = np.array([e == "" for e in errors], dtype=bool)
+    if not ok.any():
         raise UserError(f"none of the {len(videos)} videos could be decoded: see {failed_csv}")
 
-    ok = np.array([e == "" for e in errors], dtype=bool)
-    info.update(feature_dim=int(feats.shape[2]), videos=int(ok.sum()))
+    kept = [entry for entry, good in zip(stored, ok) if good]
+    info.update(feature_dim=int(entry_features(kept[0]).shape[1]), videos=int(ok.sum()))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    atomic_save_npy(tmp / "features.npy", feats)
     table = pd.DataFrame({"video": videos, "rotation": [i["rotation"] for i in infos],  # degrees turned upright
                           "warning": [i["warning"] for i in infos]})
-    table[ok].to_csv(tmp / "videos.csv", index=False)
+    write_features(tmp, table[ok], lambda i: entry_features(kept[i]))
     (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)

@@ -47,7 +47,7 @@ def main(features: str, splits: str, metadata: str, model_file: str, live_dir: s
     torch.manual_seed(cfg["seed"])
     model = build_model(meta)
     with Live(live_dir, dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        result = fit(model, torch.from_numpy(train_feats), y_train, torch.from_numpy(val_feats), y_val,
+        result = fit(model, train_feats, y_train, val_feats, y_val,
                      cfg, device, live, transform=lambda batch: prepare(batch, mean_t, std_t, center), progress=True)
     print(f"{cfg['head']}: best epoch {result['best_epoch']} of {result['epochs_run']}: "
           f"val loss {result['best_val_loss']:.4f}, val accuracy {result['best_val_accuracy']:.3f}")

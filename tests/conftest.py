@@ -66,6 +66,13 @@ def update_params(params: dict, **keys) -> dict:
     return params
 
 
+def read_features(folder: Path) -> np.ndarray:
+    """Every feature row of a features stage's output folder, shard by shard."""
+    from actionrec.dataset import open_features
+
+    return np.asarray(open_features(folder)[0])
+
+
 def tiny_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: int = 25) -> Path:
     """An MPEG-4 AVI whose frame i is filled with grey level 10 * i (so frames are tellable)."""
     data = np.zeros((frames, height, width, 3), np.uint8)
@@ -247,7 +254,7 @@ class Pipeline(NamedTuple):
     repro_output: str  # what its first `dvc repro` printed
     saved_runs: dict[str, int]  # the run-cache right after it
     first_metrics: dict  # read_metrics after it
-    first_features: np.ndarray  # data/features/features.npy after it
+    first_features: np.ndarray  # data/features after it, as one array
 
 
 @pytest.fixture(scope="session")
@@ -259,7 +266,7 @@ def pipeline(tmp_path_factory) -> Pipeline:
     path = copy_repo(tmp_path_factory.mktemp("pipeline"), TINY)
     out = run(["dvc", "repro"], path)
     runs, metrics = saved_runs(path), read_metrics(path)
-    features = np.load(path / "data/features/features.npy")
+    features = read_features(path / "data/features")
     run(["dvc", "repro", "-f"], path)
     git(path, "add", "-A")
     git(path, "commit", "-qm", "dvc repro")

@@ -18,11 +18,12 @@ import torch
 import yaml
 
 from actionrec.backbone import DEFAULT_PREPROCESSING
+from actionrec.dataset import read_index
 from actionrec.download import sha256_of
 from actionrec.errors import UserError
 from actionrec.extract import iter_features
 from actionrec.synthetic import write_avi
-from tests.conftest import ROOT, SAMPLE_VIDEOS, committed_params, rotated_video, stage_argv, tiny_video, update_params
+from tests.conftest import ROOT, SAMPLE_VIDEOS, committed_params, read_features, rotated_video, stage_argv, tiny_video, update_params
 
 TINY_FEATURES = {"num_frames": 4, "resize": 64, "crop": 56, "batch_frames": 8, "num_workers": 1,
                  "compile": False}
@@ -94,14 +95,14 @@ def test_broken_videos_are_listed_and_decodable_ones_get_features(tmp_path):
     assert "not a video" in failed.set_index("video").loc["Bad/v_Bad_g02_c01.avi", "error"]
     for video in failed["video"]:  # each named on the console too, although under the limit
         assert f"warning: {video} could not be decoded, left out: " in result.stderr
-    kept = pd.read_csv(tmp_path / "data/features/videos.csv")
+    kept = read_index(tmp_path / "data/features")
     assert len(kept) == 10 and not kept["video"].str.startswith("Bad/").any()
     # the rotation turned to make frames upright, per video, kept across the resumed run
     assert kept.set_index("video")["rotation"].to_dict() == {v: 90 if v.endswith(".mp4") else 0
                                                              for v in kept["video"]}
     assert "warning: Odd/v_Odd_g03_c01.avi: decoded 78 of 164 frames: damaged file?" in result.stdout
     assert json.loads((tmp_path / "metrics/features.json").read_text())["warned_videos"] == 1
-    feats = np.load(tmp_path / "data/features/features.npy", mmap_mode="r")
+    feats = read_features(tmp_path / "data/features")
     assert feats.shape == (10, 4, 2048) and feats.dtype == np.float16
     assert np.isfinite(feats.astype(np.float32)).all() and (np.abs(feats.astype(np.float32)).sum(axis=(1, 2)) > 0).all()
     summary = json.loads((tmp_path / "metrics/features.json").read_text())
@@ -125,7 +126,7 @@ def test_the_stage_completes_with_the_compiler_hidden(tmp_path):
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: torch.compile")]
     assert len(warnings) == 1 and "running eager" in warnings[0]
-    assert np.load(tmp_path / "data/features/features.npy").shape == (3, 4, 2048)
+    assert read_features(tmp_path / "data/features").shape == (3, 4, 2048)
 
 
 class PixelLevel(torch.nn.Module):
@@ -154,10 +155,12 @@ def test_row_i_holds_video_i_when_videos_span_batches_and_some_fail(tmp_path):
     stage = load_stage()
     store = tmp_path / "store"
     store.mkdir()
-    feats, errors, _, extracted = stage.extract_all(PixelLevel, paths, cfg, store)
+    errors, _, stored, extracted = stage.extract_all(lambda todo: iter_features(PixelLevel(), todo, cfg),
+                                                     paths, cfg, store)
     assert [bool(e) for e in errors] == [False, False, False, True, False, False, False] and extracted == 6
-    for row, i in enumerate((0, 1, 2, 4, 5, 6)):  # one row per decodable video, in order
-        assert np.allclose(feats[row, :, 0].astype(np.float32), [30 * i + 8 * j for j in range(4)], atol=3), i
+    for i in (0, 1, 2, 4, 5, 6):  # each decodable video's own frames in its store entry
+        feats = stage.entry_features(stored[i])
+        assert np.allclose(feats[:, 0].astype(np.float32), [30 * i + 8 * j for j in range(4)], atol=3), i
     streamed = {index: f[:, 0] for index, f, _, _ in iter_features(PixelLevel(), paths, cfg) if f is not None}
     assert sorted(streamed) == [0, 1, 2, 4, 5, 6]
 
@@ -187,12 +190,12 @@ def test_sigkill_then_resume_extracts_only_the_videos_not_yet_stored(tmp_path):
     result = run_stage(tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"reused {done} videos" in result.stdout and f"extracted {len(videos) - done} videos" in result.stdout
-    resumed = np.load(tmp_path / "data/features/features.npy")
+    resumed = read_features(tmp_path / "data/features")
     assert resumed.shape == (len(videos), 2, 2048)
 
     shutil.rmtree(tmp_path / "data/features-store")  # the same videos in one go, from nothing
     assert run_stage(tmp_path).returncode == 0
-    assert np.array_equal(np.load(tmp_path / "data/features/features.npy"), resumed)
+    assert np.array_equal(read_features(tmp_path / "data/features"), resumed)
 
 
 def load_stage():
@@ -276,3 +279,39 @@ def test_a_bug_while_decoding_crashes_instead_of_counting_as_a_broken_video(tmp_
            "precision": "fp32", "decoder": "pyav"}
     with pytest.raises(TypeError):
         list(iter_features(PixelLevel(), [str(path)], cfg))
+
+
+def test_a_new_class_adds_a_shard_leaves_the_others_byte_identical_and_grows_dvcs_cache_by_it(tmp_path):
+    """Features are versioned per class folder: adding a class writes that class's shard, the
+    other shards keep their bytes, and DVC's cache grows by little more than the new shard."""
+    root = tmp_path / "videos"
+    videos = [f"C{c}/v_C{c}_g{g:02d}_c01.avi" for c in range(4) for g in range(4)]
+    for i, video in enumerate(videos):  # distinct content, so no two share a store entry
+        (root / video).parent.mkdir(parents=True, exist_ok=True)
+        write_avi(root / video, np.stack([np.full((32, 32, 3), (9 * i + 40 * j) % 256, np.uint8)
+                                          for j in range(4)]), 25)
+    write_params(tmp_path, root, num_frames=4, resize=32, crop=32, batch_frames=16, num_workers=0)
+
+    def dvc(*args):
+        result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+    def cache_bytes() -> int:
+        return sum(p.stat().st_size for p in (tmp_path / ".dvc/cache").rglob("*") if p.is_file())
+
+    dvc("init", "--no-scm")
+    shards = tmp_path / "data/features/shards"
+    write_video_list(tmp_path, videos[:12])  # three classes
+    assert run_stage(tmp_path).returncode == 0
+    dvc("add", "data/features")
+    before, cache_before = {p.name: p.read_bytes() for p in shards.iterdir()}, cache_bytes()
+    write_video_list(tmp_path, videos)  # and a fourth
+    assert run_stage(tmp_path).returncode == 0
+    dvc("add", "data/features")
+    after = {p.name: p.read_bytes() for p in shards.iterdir()}
+    assert sorted(after) == [f"C{c}{ext}" for c in range(4) for ext in (".csv", ".npy")]
+    assert all(after[name] == content for name, content in before.items())
+    assert cache_bytes() - cache_before <= 1.2 * len(after["C3.npy"])
+    table = read_index(tmp_path / "data/features")
+    assert list(table.columns) == ["video", "rotation", "warning", "shard", "row"] and list(table["video"]) == videos
+    assert np.array_equal(read_features(tmp_path / "data/features")[12:], np.load(shards / "C3.npy"))

@@ -98,14 +98,14 @@ def test_a_split_joins_the_features_by_video_and_counts_the_missing(tmp_path, ca
     import numpy as np
     import pandas as pd
 
-    from actionrec.dataset import load_split
+    from actionrec.dataset import load_split, write_features
 
     features, splits = tmp_path / "features", tmp_path / "splits"
     features.mkdir()
     splits.mkdir()
     videos = ["a.avi", "b.avi", "c.avi", "d.avi"]
-    np.save(features / "features.npy", np.arange(4, dtype=np.float16).reshape(4, 1, 1) * np.ones((1, 2, 3), np.float16))
-    pd.DataFrame({"video": videos, "label": [0, 1, 0, 1]}).to_csv(features / "videos.csv", index=False)
+    values = np.arange(4, dtype=np.float16).reshape(4, 1, 1) * np.ones((1, 2, 3), np.float16)
+    write_features(features, pd.DataFrame({"video": videos, "label": [0, 1, 0, 1]}), lambda i: values[i])
     (features / "info.json").write_text(json.dumps({}))
     pd.DataFrame({"video": ["d.avi", "broken.avi", "b.avi"], "label": [1, 0, 1],
                   "class_name": ["B", "A", "B"]}).to_csv(splits / "test.csv", index=False)

@@ -3,7 +3,6 @@ reproduced copy of the repository (conftest.pipeline)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,8 +15,9 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import (ROOT, committed, committed_params, copy_repo, git, read_metrics, run, stages_run,
-                            tool_env)
+from actionrec.dataset import read_index
+from tests.conftest import (ROOT, back_to_head, committed, committed_params, copy_repo, git, read_features,
+                            read_metrics, run, stages_run, tool_env)
 
 pytestmark = pytest.mark.pipeline
 
@@ -39,7 +39,7 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(pipelin
     # metrics are numbers: `dvc exp show` gets one column per metric, none named like a param
     assert all(isinstance(v, (int, float)) for v in first["features.json"].values()), first["features.json"]
     features = pipeline.first_features
-    videos = pd.read_csv(repo / "data/features/videos.csv")
+    videos = read_index(repo / "data/features")
     assert features.dtype == np.float16 and features.shape == (len(metadata), 4, 2048)
     assert list(videos["video"]) == list(metadata["video"])  # every video, whatever the split
     test_rows = pd.read_csv(repo / "data/splits/test.csv")
@@ -62,7 +62,7 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(pipelin
     assert again == {**first, "features.json": {k: v for k, v in first["features.json"].items()
                                                 if k not in ("extracted_videos", "reused_videos")}}, \
         "a forced re-run changed the metrics"
-    assert np.array_equal(np.load(repo / "data/features/features.npy"), features)
+    assert np.array_equal(read_features(repo / "data/features"), features)
 
 
 def test_only_what_changed_runs_again(repo):
@@ -83,23 +83,23 @@ def test_only_what_changed_runs_again(repo):
 
     speed = ["runtime.device=cpu", "runtime.num_workers=0", "runtime.threads=1", "runtime.batch_frames=12",
              "runtime.compile=auto", "runtime.max_failed_fraction=0.5", "runtime.decoder=pyav",
-             "runtime.train_threads=2"]
+             "runtime.train_threads=2", "runtime.engine=ray"]
     assert {s.split("=")[0].split(".")[1] for s in speed} == set(committed_params()["runtime"])  # every one
     out = run(["dvc", "exp", "run", *[arg for key in speed for arg in ("-S", key)]], repo)
     assert stages_run(out) == {"validate"} and "Stage 'features' didn't change" in out
 
-    before = np.load(repo / "data/features/features.npy")
+    before = read_features(repo / "data/features")
     out = run(["dvc", "exp", "run", "-S", "features.backbone=resnet18"], repo)
     assert {"features", "train", "evaluate"} <= stages_run(out)
-    assert np.load(repo / "data/features/features.npy").shape[2] == 512
+    assert read_features(repo / "data/features").shape[2] == 512
     out = run(["dvc", "exp", "run", "-S", "features.backbone=resnet50"], repo)
     assert "features" not in stages_run(out) and "Stage 'features' is cached - skipping run" in out
-    assert np.array_equal(np.load(repo / "data/features/features.npy"), before)
+    assert np.array_equal(read_features(repo / "data/features"), before)
 
 
 def features_by_video(repo: Path) -> dict[str, np.ndarray]:
-    table = np.load(repo / "data/features/features.npy")
-    return dict(zip(pd.read_csv(repo / "data/features/videos.csv")["video"], table))
+    table = read_features(repo / "data/features")
+    return dict(zip(read_index(repo / "data/features")["video"], table))
 
 
 def test_only_new_videos_are_extracted_and_the_result_equals_a_fresh_extraction(repo):
@@ -135,6 +135,36 @@ def test_only_new_videos_are_extracted_and_the_result_equals_a_fresh_extraction(
         shutil.move(repo / "store-aside", store)
 
 
+def test_the_ray_engine_extracts_the_same_features_and_nothing_re_runs(repo):
+    """runtime.engine: ray (a local Ray here) is speed only: switching to it re-runs nothing,
+    and extracting every video with it gives bit-identical features (the same hash in
+    dvc.lock), with none of Ray's own files among the outputs."""
+    git(repo, "checkout", "--", ".")
+    run(["dvc", "repro"], repo)  # restored from the run-cache after the first test
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "repro", "--allow-empty")
+    features_lock = lambda: yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["features"]["outs"]  # noqa: E731
+    before = features_lock()
+    store = repo / "data/features-store"
+    try:
+        out = run(["dvc", "exp", "run", "-S", "runtime.engine=ray"], repo)
+        assert stages_run(out) == {"validate"}, out
+        assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
+        shutil.move(store, repo / "store-aside")  # so that Ray extracts every video
+        run(["dvc", "repro", "-f", "-s", "features"], repo)
+        summary = json.loads((repo / "metrics/features.json").read_text())
+        assert summary["extracted_videos"] == summary["videos"] > 0, summary
+        assert features_lock() == before
+        files = {str(p.relative_to(repo / "data/features")) for p in (repo / "data/features").rglob("*")}
+        shards = {f"shards/{name[:-4]}{ext}" for name in read_index(repo / "data/features")["shard"] for ext in (".npy", ".csv")}
+        assert files == {"info.json", "shards", *shards} and len(shards) == 6, files
+    finally:
+        if (repo / "store-aside").exists():
+            shutil.rmtree(store, ignore_errors=True)
+            shutil.move(repo / "store-aside", store)
+        back_to_head(repo)
+
+
 def test_predict_gives_the_probabilities_evaluate_computes(repo):
     """predict.py decodes and embeds the video itself; evaluate uses the stored float16
     features: the class probabilities agree within 0.01."""
@@ -145,7 +175,7 @@ def test_predict_gives_the_probabilities_evaluate_computes(repo):
     model, meta = load_checkpoint(str(repo / "models/model.pt"))
     videos = pd.read_csv(repo / "data/features/videos.csv")
     test = pd.read_csv(repo / "data/splits/test.csv")
-    stored = np.load(repo / "data/features/features.npy", mmap_mode="r")
+    stored = read_features(repo / "data/features")
     for video in test["video"][:2]:
         row = int(np.flatnonzero(videos["video"] == video)[0])
         with torch.no_grad():
@@ -295,7 +325,7 @@ def test_the_way_back_after_an_experiment_recomputes_nothing_with_another_machin
 
         out = run(["bash", "-c", WAY_BACK.replace("make ", " ".join(MAKE) + " ")], repo)
         assert stages_run(out) == {"validate"}, out  # params checked; nothing recomputed
-        assert (repo / "data/features/features.npy").is_file() and (repo / "models/model.pt").is_file()
+        assert (repo / "data/features/info.json").is_file() and (repo / "models/model.pt").is_file()
         assert read_metrics(repo) == committed_metrics
         assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
         # only dvc.lock differs from the commit: it names this machine's features and model

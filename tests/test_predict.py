@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from actionrec.dataset import write_features
 from actionrec.model import build_model
 from actionrec.synthetic import write_avi
 from actionrec.pipeline import paths
@@ -222,11 +223,11 @@ def test_the_train_stage_records_the_data_source(tmp_path):
     features.mkdir(parents=True)
     videos = [f"C{c}/v_C{c}_g0{g}_c01.avi" for c in range(2) for g in range(1, 4)]
     rng = np.random.default_rng(0)
-    np.save(features / "features.npy", rng.normal(size=(len(videos), 4, 8)).astype(np.float16))
+    values = rng.normal(size=(len(videos), 4, 8)).astype(np.float16)
     rows = pd.DataFrame({"video": videos, "label": [i // 3 for i in range(6)],
                          "class_name": [v.split("/")[0] for v in videos], "group": [i % 3 for i in range(6)],
                          "clip": 1})
-    rows[["video"]].to_csv(features / "videos.csv", index=False)
+    write_features(features, rows[["video"]], lambda i: values[i])
     rows.to_csv(tmp_path / "data/metadata.csv", index=False)
     (features / "info.json").write_text(json.dumps(
         {"num_frames": 4, "backbone": "resnet18", "weights": "none", "weights_sha256": None,

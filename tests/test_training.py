@@ -2,10 +2,13 @@
 logs per epoch through dvclive."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 from dvclive import Live
 
+from actionrec import training
+from actionrec.dataset import Features, read_index, write_features
 from actionrec.model import build_model, prepare
 from actionrec.training import fit, predict_logits
 
@@ -54,6 +57,23 @@ def test_fit_is_deterministic_and_keeps_the_best_epoch():
     # the model holds the best epoch's weights: its val loss is the reported best
     logits = predict_logits(model, xv, lambda b: prepare(b, mean, std))
     assert abs(torch.nn.functional.cross_entropy(logits, yv).item() - first["best_val_loss"]) < 1e-5
+
+
+def test_a_split_read_a_batch_at_a_time_trains_exactly_as_one_on_the_device(tmp_path, monkeypatch):
+    """Above RESIDENT_BYTES, fit reads each mini-batch from the shards: same batches, same weights."""
+    (xt, yt), (xv, yv) = direction_task(64, 0), direction_task(32, 1)
+    videos = [f"C{i % 3}/v{i:02d}.avi" for i in range(96)]  # rows spread over three shards
+    write_features(tmp_path, pd.DataFrame({"video": videos}), lambda i: torch.cat([xt, xv])[i].numpy())
+    index = read_index(tmp_path).set_index("video").loc[videos]  # where video i is
+    on_disk = {name: Features(tmp_path, index["shard"].to_numpy()[rows], index["row"].to_numpy()[rows])
+               for name, rows in (("train", slice(0, 64)), ("val", slice(64, 96)))}
+    assert np.array_equal(on_disk["train"][:], xt.numpy()) and np.array_equal(on_disk["val"][::-1], xv.numpy()[::-1])
+    cfg = {**CFG, "max_epochs": 4}
+    whole = fit(model_for("gru"), xt, yt, xv, yv, cfg)
+    monkeypatch.setattr(training, "RESIDENT_BYTES", 0)
+    streamed = fit(model_for("gru"), on_disk["train"], yt, on_disk["val"], yv, cfg)
+    assert whole["best_val_loss"] == streamed["best_val_loss"]
+    assert all(torch.equal(whole["state_dict"][k], streamed["state_dict"][k]) for k in whole["state_dict"])
 
 
 def test_early_stopping_cuts_epochs_on_unlearnable_labels():
