@@ -273,9 +273,10 @@ def inference_backbone(cfg: dict, device: torch.device = torch.device("cpu"),
     model = build_backbone(cfg["backbone"], cfg["weights"], cfg["seed"])
     prep = preprocessing(cfg)
     if cfg["precision"] == "int8":  # CPU only (actionrec.device), compiled by OpenVINO
-        from actionrec.quantize import quantize
+        from actionrec.quantize import calibration_clips, quantize
 
-        return quantize(model, prep)
+        frames = torch.cat([resize_crop(clip, prep) for clip in calibration_clips()])
+        return quantize(model, normalize(frames, prep).contiguous(), prep)
     compile = cfg.get("compile", False)
     example = None
     if compile and batch_frames:

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actionrec.backbone import normalize, resize_crop
 from actionrec.errors import UserError
 
 CALIBRATION = Path(__file__).parent / "calibration"
@@ -32,13 +31,11 @@ def calibration_files() -> list[Path]:
     return sorted(p for p in CALIBRATION.iterdir() if p.suffix in (".avi", ".mp4"))
 
 
-def calibration_frames(prep: dict) -> torch.Tensor:
-    """uint8 [clips x CALIBRATION_FRAMES, 3, crop, crop]: the calibration clips' frames as the
-    backbone sees them."""
+def calibration_clips() -> list[np.ndarray]:
+    """uint8 [CALIBRATION_FRAMES, H, W, 3] frames of each calibration clip, as decoded."""
     from actionrec.video import sample_clip
 
-    return torch.cat([resize_crop(sample_clip(path, CALIBRATION_FRAMES).frames, prep)
-                      for path in calibration_files()])
+    return [sample_clip(path, CALIBRATION_FRAMES).frames for path in calibration_files()]
 
 
 def calibration_info() -> dict:
@@ -75,14 +72,14 @@ class Int8Backbone:
         return torch.from_numpy(np.array(out))  # a copy: OpenVINO reuses its output buffer
 
 
-def quantize(model: torch.nn.Module, prep: dict) -> Int8Backbone:
-    """The fp32 backbone (on the CPU, eval mode) quantized to int8 on the calibration frames,
-    compiled for this CPU with torch's thread count."""
+def quantize(model: torch.nn.Module, frames: torch.Tensor, prep: dict) -> Int8Backbone:
+    """The fp32 backbone (on the CPU, eval mode) quantized to int8 on `frames` (the calibration
+    clips' frames, normalised as the backbone takes them), compiled for this CPU with torch's
+    thread count."""
     import nncf
     import openvino as ov
 
     nncf.set_log_level(logging.ERROR)
-    frames = normalize(calibration_frames(prep), prep).contiguous()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.trace's deprecation, which convert_model uses
         converted = ov.convert_model(model, example_input=frames[:1])

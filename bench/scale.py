@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from actionrec.pipeline import paths
+
 T, D, PER_CLASS = 16, 2048, 100
 GPU_FRAMES_S = 3000  # ASSUMED ResNet50 224 px bf16 frames/s per data-centre GPU: no GPU was lent to measure it
 NODE_CORES, NODE_GPUS = 96, 8
@@ -77,7 +79,8 @@ def du(path: Path) -> int:
 
 
 def scale_row(n: int, work: Path) -> dict:
-    folder = work / "data/features"
+    out = paths("features")["out"]  # the features stage's output, as dvc.yaml names it
+    folder = work / out
     write_classes(folder, 0, n // PER_CLASS)
     train = json.loads(subprocess.run([sys.executable, __file__, "--train", str(folder)], check=True,
                                       capture_output=True, text=True).stdout)
@@ -85,11 +88,11 @@ def scale_row(n: int, work: Path) -> dict:
     subprocess.run([*dvc, "init", "--no-scm"], cwd=work, check=True, capture_output=True)
     subprocess.run([*dvc, "remote", "add", "-d", "local", str(work / "remote")], cwd=work, check=True, capture_output=True)
     row = {"videos": n, "shards": n // PER_CLASS, "GB": du(folder) / 1e9, **train,
-           "dvc_commit_s": timed([*dvc, "add", "data/features"], work),
+           "dvc_commit_s": timed([*dvc, "add", out], work),
            "dvc_status_s": timed([*dvc, "status"], work), "dvc_push_s": timed([*dvc, "push"], work)}
     cache = du(work / ".dvc/cache")
     write_classes(folder, n // PER_CLASS, 1)  # one class more
-    row["dvc_commit_new_class_s"] = timed([*dvc, "add", "data/features"], work)
+    row["dvc_commit_new_class_s"] = timed([*dvc, "add", out], work)
     row["cache_growth_per_new_shard"] = (du(work / ".dvc/cache") - cache) / (folder / f"shards/C{n // PER_CLASS:05d}.npy").stat().st_size
     return row
 
