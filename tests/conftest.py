@@ -191,7 +191,8 @@ def tool_env() -> dict:
 
 
 def run(args: list[str], cwd: Path) -> str:
-    result = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=600,
+                            start_new_session=True)  # what DVC, Ray or a stage signal stays in their group
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 

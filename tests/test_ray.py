@@ -28,8 +28,8 @@ def test_a_killed_ray_worker_is_retried_and_no_video_is_extracted_twice(tmp_path
     write_video_list(tmp_path, [*videos, "B/broken.avi"])
     write_params(tmp_path, root, num_frames=2, resize=32, crop=32, batch_frames=4, engine="ray",
                  max_failed_fraction=0.5)
-    stage = subprocess.Popen(stage_argv("features"), cwd=tmp_path, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stage = subprocess.Popen(stage_argv("features"), cwd=tmp_path, text=True, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # Ray's signals stay there
     deadline = time.time() + 180
     while not stored_features(tmp_path) and time.time() < deadline:  # the actors are at work
         assert stage.poll() is None, "the stage ended before any video was stored"
