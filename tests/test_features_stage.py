@@ -39,6 +39,17 @@ def stored_features(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "data/features-store").rglob("*.npz"))
 
 
+def distinct_videos(root: Path, count: int, step: int) -> list[str]:
+    """count 4-frame 32x32 clips of class A under root, each of its own grey levels (the store
+    is keyed by the file's bytes, so each must differ); their paths relative to root."""
+    videos = [f"A/v_A_g{i:03d}_c01.avi" for i in range(count)]
+    (root / "A").mkdir(parents=True)
+    for i, video in enumerate(videos):
+        write_avi(root / video, np.stack([np.full((32, 32, 3), (step * i + 40 * j) % 256, np.uint8)
+                                          for j in range(4)]), 25)
+    return videos
+
+
 def make_dataset(tmp_path: Path) -> Path:
     """data.root with good clips and every kind of bad file, and a video list naming them all."""
     root = tmp_path / "videos"
@@ -170,11 +181,7 @@ def test_sigkill_then_resume_extracts_only_the_videos_not_yet_stored(tmp_path):
     """Kill the stage once some videos' features are stored: the next run reuses exactly
     those and extracts only the rest, and the result equals an extraction in one go."""
     root = tmp_path / "videos"
-    videos = [f"A/v_A_g{i:03d}_c01.avi" for i in range(60)]
-    (root / "A").mkdir(parents=True)
-    for i, video in enumerate(videos):  # distinct content: the store is keyed by the file's bytes
-        write_avi(root / video, np.stack([np.full((32, 32, 3), (4 * i + 40 * j) % 256, np.uint8)
-                                          for j in range(4)]), 25)
+    videos = distinct_videos(root, 60, step=4)
     write_video_list(tmp_path, videos)
     write_params(tmp_path, root, num_frames=2, resize=32, crop=32, batch_frames=16, num_workers=0)
     proc = subprocess.Popen(stage_argv("features"), cwd=tmp_path,

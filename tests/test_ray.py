@@ -5,24 +5,18 @@ from __future__ import annotations
 import subprocess
 import time
 
-import numpy as np
 import pandas as pd
 import psutil
 
-from actionrec.synthetic import write_avi
 from tests.conftest import read_features, stage_argv
-from tests.test_features_stage import stored_features, write_params, write_video_list
+from tests.test_features_stage import distinct_videos, stored_features, write_params, write_video_list
 
 
 def test_a_killed_ray_worker_is_retried_and_no_video_is_extracted_twice(tmp_path):
     """SIGKILL the backbone actor mid-run: Ray restarts it and retries what it held; every
     video gets features, each store entry is written once, a broken file is a failed_videos row."""
     root = tmp_path / "videos"
-    videos = [f"A/v_A_g{i:03d}_c01.avi" for i in range(40)]
-    (root / "A").mkdir(parents=True)
-    for i, video in enumerate(videos):  # distinct content: the store is keyed by the file's bytes
-        write_avi(root / video, np.stack([np.full((32, 32, 3), (5 * i + 40 * j) % 256, np.uint8)
-                                          for j in range(4)]), 25)
+    videos = distinct_videos(root, 40, step=5)
     (root / "B").mkdir()
     (root / "B/broken.avi").write_text("not a video\n" * 100)
     write_video_list(tmp_path, [*videos, "B/broken.avi"])
