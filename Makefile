@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # dvc.yaml's `python` must be the venv's, for dvc and for every stage it runs
 export PATH := $(abspath $(BIN)):$(PATH)
+# pytest-xdist: a worker per core; the tests of the shared pipeline stay in one (tests/conftest.py)
+PARALLEL := -n auto --dist loadgroup
 # the resolver behind `make lock` (only `make lock` installs it)
 UV_VERSION := 0.13.8
 
@@ -54,12 +56,12 @@ verify: venv  ## after make repro: how close this machine came to the commit (ex
 	python -m actionrec.verify
 
 test: venv test-tools  ## the test suite (pytest), after installing what the tests need
-	python -m pytest -q tests
+	python -m pytest -q $(PARALLEL) tests
 
 # The tests marked `pipeline` (pyproject.toml) run DVC, a whole stage or torch.compile; those of DVC
 # share one pipeline run per session (tests/conftest.py). test-fast runs the rest.
 test-fast: venv  ## the quick tests: all but those that run DVC or whole stages (pytest -m "not pipeline")
-	python -m pytest -q -m "not pipeline" tests
+	python -m pytest -q $(PARALLEL) -m "not pipeline" tests
 
 # Tools that only tests need, best-effort (root on Debian/Ubuntu), never by `make venv`:
 # chromium for the offline plots test, unar for the UCF-101 extraction test, FFmpeg's shared

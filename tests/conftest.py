@@ -24,6 +24,7 @@ REAL_CLIPS = ("v_ApplyEyeMakeup_g01_c01.avi", "kinetics_arm_wrestling.mp4", "sho
 # What `dvc exp run` applies to the workspace: tests read these as committed, so that `make
 # test` passes whatever experiment the workspace holds.
 EXPERIMENT_RESULTS = ("params.yaml", "dvc.lock", "metrics/", "plots/")
+MAKE = ["make", "-o", ".venv/.installed"]  # a copy uses this venv (first on PATH), never builds one
 
 
 # The demo pipeline on tiny params: every stage in seconds
@@ -310,8 +311,12 @@ def clone_of(pipeline: Pipeline, dest: Path, checkout: bool = True) -> Path:
     return dest
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items) -> None:
-    """Every test that uses the shared pipeline is a `pipeline` test (make test-fast skips them)."""
+    """Every test that uses the shared pipeline is a `pipeline` test (make test-fast skips them),
+    and each module's run in one pytest-xdist worker (`--dist loadgroup`, in order): a worker
+    builds the pipeline once, for the modules it gets."""
     for item in items:
         if "pipeline" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.pipeline)
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

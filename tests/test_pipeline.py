@@ -3,9 +3,7 @@ reproduced copy of the repository (conftest.pipeline)."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,8 +14,7 @@ import torch
 import yaml
 
 from actionrec.dataset import read_index
-from tests.conftest import (ROOT, back_to_head, committed, committed_params, copy_repo, git, read_features,
-                            read_metrics, run, stages_run, tool_env)
+from tests.conftest import back_to_head, committed_params, git, read_features, read_metrics, run, stages_run
 
 pytestmark = pytest.mark.pipeline
 
@@ -67,8 +64,8 @@ def test_repro_end_to_end_is_deterministic_and_every_stage_is_run_cached(pipelin
 
 def test_only_what_changed_runs_again(repo):
     """train.* re-runs train + evaluate; split.* re-runs split + train + evaluate; speed-only
-    keys re-run nothing but validate (as every change does); switching the backbone and back
-    restores from the run-cache."""
+    keys re-run nothing but validate (as every change does). (A features.* or subset.* change:
+    the test below; restoring from the run-cache: tests/test_team.py.)"""
     # a value no other test sets: the run-cache, shared by the session, has no run of it yet
     out = run(["dvc", "exp", "run", "-S", "train.lr=0.004"], repo)
     assert stages_run(out) == {"validate", "train", "evaluate"} and "Stage 'features' didn't change" in out
@@ -88,14 +85,6 @@ def test_only_what_changed_runs_again(repo):
     out = run(["dvc", "exp", "run", *[arg for key in speed for arg in ("-S", key)]], repo)
     assert stages_run(out) == {"validate"} and "Stage 'features' didn't change" in out
 
-    before = read_features(repo / "data/features")
-    out = run(["dvc", "exp", "run", "-S", "features.backbone=resnet18"], repo)
-    assert {"features", "train", "evaluate"} <= stages_run(out)
-    assert read_features(repo / "data/features").shape[2] == 512
-    out = run(["dvc", "exp", "run", "-S", "features.backbone=resnet50"], repo)
-    assert "features" not in stages_run(out) and "Stage 'features' is cached - skipping run" in out
-    assert np.array_equal(read_features(repo / "data/features"), before)
-
 
 def features_by_video(repo: Path) -> dict[str, np.ndarray]:
     table = read_features(repo / "data/features")
@@ -114,14 +103,12 @@ def test_only_new_videos_are_extracted_and_the_result_equals_a_fresh_extraction(
     try:
         run(["dvc", "exp", "run", "-S", "subset.videos_per_class=3"], repo)
         assert counts() == {"videos": 9, "extracted_videos": 9, "reused_videos": 0}
-        out = run(["dvc", "exp", "run", "-S", "subset.videos_per_class=4"], repo)
-        assert "Running stage 'features'" in out
-        assert counts() == {"videos": 12, "extracted_videos": 3, "reused_videos": 9}
-        # a fourth class: synthesize renders every clip again, byte for byte, and adds its 4
+        # one more video in each class, and a fourth class: synthesize renders every clip again,
+        # byte for byte, and adds its 4; features extracts the 3 + 4 new ones
         out = run(["dvc", "exp", "run", "-S", "synthesize.num_classes=4", "-S", "subset.num_classes=4",
                    "-S", "subset.videos_per_class=4"], repo)
-        assert "Running stage 'synthesize'" in out
-        assert counts() == {"videos": 16, "extracted_videos": 4, "reused_videos": 12}
+        assert "Running stage 'synthesize'" in out and "Running stage 'features'" in out
+        assert counts() == {"videos": 16, "extracted_videos": 7, "reused_videos": 9}
         incremental = features_by_video(repo)
         assert all(np.array_equal(incremental[v], fresh[v]) for v in incremental if v in fresh)
         shutil.rmtree(store)
@@ -185,217 +172,3 @@ def test_predict_gives_the_probabilities_evaluate_computes(repo):
                    "--top-k", str(len(meta["class_names"]))], repo)
         got = {item["label"]: item["confidence"] for item in json.loads(out.strip().splitlines()[-1])["top_k"]}
         assert np.allclose([got[name] for name in meta["class_names"]], expected, atol=0.01), video
-
-
-def test_a_team_shares_runs_through_a_dvc_remote(repo, tmp_path):
-    """Clone A pushes; a fresh clone B pulls the run-cache and runs nothing, and an experiment
-    A ran is restored in B from the run-cache, not retrained."""
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
-    run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], repo)
-    git(repo, "commit", "-qam", "team remote")
-    run([sys.executable, "-m", "actionrec.share"], repo)
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
-    run(["dvc", "pull", "--run-cache"], clone)
-    out = run(["dvc", "repro"], clone)
-    # the new clone checks params.yaml on its machine once (validate); everything else is restored
-    assert stages_run(out) == {"validate"} and "Data and pipelines are up to date" in run(["dvc", "status"], clone)
-
-    out = run(["dvc", "exp", "run", "-S", "train.lr=0.0003"], repo)
-    assert stages_run(out) == {"validate", "train", "evaluate"}
-    expected = json.loads((repo / "metrics/evaluate.json").read_text())
-    run([sys.executable, "-m", "actionrec.share"], repo)
-    run(["dvc", "pull", "--run-cache"], clone)
-    out = run(["dvc", "exp", "run", "--pull", "-S", "train.lr=0.0003"], clone)
-    assert stages_run(out) == {"validate"}, out  # the params are checked on this machine, never restored
-    assert "Stage 'train' is cached - skipping run, checking out outputs" in out
-    assert json.loads((clone / "metrics/evaluate.json").read_text()) == expected
-
-
-MAKE = ["make", "-o", ".venv/.installed"]  # the copy uses this venv (first on PATH), never builds one
-WAY_BACK = "git checkout -- params.yaml && make repro"  # docs/reproducibility.md: back after an experiment
-
-
-def verify(repo: Path, *args: str) -> tuple[int, str]:
-    result = subprocess.run([sys.executable, "-m", "actionrec.verify", *args], cwd=repo, env=tool_env(),
-                            capture_output=True, text=True, timeout=600)
-    return result.returncode, result.stdout + result.stderr
-
-
-def verdicts(out: str) -> dict[str, str]:
-    """make verify's lines -> {what: verdict}."""
-    found = {}
-    for line in out.splitlines():
-        for verdict in ("identical", "within tolerance", "differs"):
-            if line.startswith(verdict + " "):
-                found[line[len(verdict):].strip().split(" (")[0].split(":")[0]] = verdict
-    return found
-
-
-def test_make_verify_says_identical_within_tolerance_or_differs(repo):
-    """After `make repro` on the committing machine everything is identical; a commit from
-    "another machine" (its reference features slightly off, its metrics one test video off)
-    is within tolerance, exit 0; beyond that, or another data hash, differs, exit 1."""
-    run([sys.executable, "-m", "actionrec.verify", "--write-reference"], repo)
-    git(repo, "add", "reference/features.npz")
-    git(repo, "commit", "-qm", "reference features")
-    out = run(MAKE + ["verify"], repo)
-    found = verdicts(out)
-    assert set(found.values()) == {"identical"}, out
-    assert {"params.yaml", "data/synthetic/UCF-101", "data/metadata.csv", "data/splits", "test_accuracy",
-            "baseline_test_accuracy", "test_macro_f1", "test predictions"} <= set(found), out
-    assert any(key.startswith("features of 4 reference clips") for key in found), out
-
-    def other_machine(change) -> None:
-        """A commit on branch `other` with files as another machine would have committed them."""
-        git(repo, "checkout", "-qb", "other")
-        change()
-        git(repo, "commit", "-qam", "from another machine")
-        git(repo, "checkout", "-q", "main")
-
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    model = next(o["path"] for o in lock["stages"]["train"]["outs"] if o["path"].startswith("models/"))
-    curve = next(o["path"] for o in lock["stages"]["train"]["outs"] if o["path"].endswith("val/loss.tsv"))
-
-    def reference_one_video_and_what_follows_from_the_features():
-        saved = np.load(repo / "reference/features.npz")
-        noise = np.random.default_rng(0).standard_normal(saved["features"].shape).astype(np.float32)
-        feats = saved["features"] + 3e-4 * noise * np.linalg.norm(saved["features"], axis=-1, keepdims=True) / 45
-        np.savez(repo / "reference/features.npz", features=feats, meta=saved["meta"])
-        for name, key, delta in (("evaluate.json", "test_accuracy", None), ("train.json", "best_val_loss", 2e-6)):
-            metrics = json.loads((repo / "metrics" / name).read_text())
-            metrics[key] = round(metrics[key] + (delta or -1 / metrics["test_videos"]), 6)
-            (repo / "metrics" / name).write_text(json.dumps(metrics, indent=2) + "\n")
-        table = pd.read_csv(repo / curve, sep="\t")
-        table.loc[1, "loss"] += 0.001
-        table.to_csv(repo / curve, sep="\t", index=False)
-        digest = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == model)
-        (repo / "dvc.lock").write_text((repo / "dvc.lock").read_text().replace(digest, "e" * 32))
-
-    other_machine(reference_one_video_and_what_follows_from_the_features)
-    code, out = verify(repo, "--rev", "other")
-    assert code == 0, out
-    found = verdicts(out)
-    assert found["test_accuracy"] == "within tolerance" and found["test_macro_f1"] == "identical", out
-    assert [v for k, v in found.items() if k.startswith("features of")] == ["within tolerance"], out
-    # every output that differs from the commit is named, with how far: within tolerance, as
-    # it follows from the features (make verify once said "13 of 13 identical" to this)
-    assert found[model] == found["metrics/train.json"] == found[curve] == "within tolerance", out
-    assert f"{model} (train): hash " in out and "vs committed eeeeeeee" in out, out
-    assert re.search(r"metrics/train.json \(train\): best_val_loss [0-9.]+ -> [0-9.]+$", out, re.M), out
-    assert re.search(rf"{re.escape(curve)} \(train\): 1 of \d+ rows differ, max abs difference 0.001$", out, re.M), out
-
-    def three_videos_and_other_data():
-        metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-        metrics["test_accuracy"] = round(metrics["test_accuracy"] - 3 / metrics["test_videos"], 6)
-        (repo / "metrics/evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        lock = (repo / "dvc.lock").read_text()
-        digest = yaml.safe_load(lock)["stages"]["subset"]["outs"][0]["md5"]
-        (repo / "dvc.lock").write_text(lock.replace(digest, "c" * 32))  # not all digits: YAML would read a number
-
-    git(repo, "branch", "-qD", "other")
-    other_machine(three_videos_and_other_data)
-    code, out = verify(repo, "--rev", "other")
-    assert code == 1, out
-    found = verdicts(out)
-    assert found["test_accuracy"] == "differs" and found["data/metadata.csv"] == "differs", out
-    assert found["data/synthetic/UCF-101"] == "identical", out
-    git(repo, "branch", "-qD", "other")
-
-
-def test_the_way_back_after_an_experiment_recomputes_nothing_with_another_machines_lock(repo):
-    """dvc.lock committed on another machine names features and a model this machine never
-    made. After `make repro` here and an experiment, the documented way back restores the
-    committed params' results from the run-cache: nothing runs, nothing is deleted."""
-    assert WAY_BACK in (ROOT / "docs/reproducibility.md").read_text()
-    lock = (repo / "dvc.lock").read_text()
-    for stage, path in (("features", "data/features"), ("train", "models/model.pt")):
-        digest = next(o for o in yaml.safe_load(lock)["stages"][stage]["outs"] if o["path"] == path)["md5"]
-        lock = lock.replace(digest, ("f" * 32) + (".dir" if digest.endswith(".dir") else ""))
-    (repo / "dvc.lock").write_text(lock)
-    git(repo, "commit", "-qam", "dvc.lock from another machine")
-    try:
-        # here, DVC trusts the lock's names for an unchanged stage and runs features again:
-        # the feature store serves every video; train and evaluate come from the run-cache
-        out = run(MAKE + ["repro"], repo)
-        assert stages_run(out) == {"features"}, out
-        assert json.loads((repo / "metrics/features.json").read_text())["extracted_videos"] == 0
-        committed_metrics = read_metrics(repo)
-        run(["dvc", "exp", "run", "-S", "train.lr=0.002"], repo)
-        assert read_metrics(repo) != committed_metrics
-
-        out = run(["bash", "-c", WAY_BACK.replace("make ", " ".join(MAKE) + " ")], repo)
-        assert stages_run(out) == {"validate"}, out  # params checked; nothing recomputed
-        assert (repo / "data/features/info.json").is_file() and (repo / "models/model.pt").is_file()
-        assert read_metrics(repo) == committed_metrics
-        assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
-        # only dvc.lock differs from the commit: it names this machine's features and model
-        assert git(repo, "status", "--porcelain").split() == ["M", "dvc.lock"]
-    finally:
-        git(repo, "reset", "-q", "--hard", "HEAD~1")
-        run(["dvc", "checkout"], repo)
-
-
-def test_tests_read_the_committed_params_and_results_not_an_applied_experiment(repo, tmp_path):
-    """`dvc exp run` applies params, dvc.lock, metrics and plots to the workspace; a repository
-    copy for a test takes them as committed, so `make test` passes whatever is applied."""
-    # the way back's experiment (above): restored from the session's run-cache, not trained again
-    run(["dvc", "exp", "run", "-S", "train.lr=0.002"], repo)
-    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.002
-    copy = copy_repo(tmp_path / "copy", source=repo)
-    assert (repo / "params.yaml").read_bytes() != committed("params.yaml", repo)
-    for rel in ("params.yaml", "dvc.lock", "metrics/evaluate.json", "plots/confusion_test.csv"):
-        assert (copy / rel).read_bytes() == committed(rel, repo), rel
-
-
-@pytest.mark.parametrize("head", ["lstm", "gru", "transformer", "mean"])
-def test_every_head_trains_evaluates_and_predicts(repo, head):
-    out = run(["dvc", "exp", "run", "-S", f"train.head={head}"], repo)
-    assert "Running stage 'features'" not in out
-    checkpoint = torch.load(repo / "models/model.pt", weights_only=True)
-    assert checkpoint["meta"]["head"] == head
-    assert checkpoint["meta"]["temporal_centering"] == (head != "mean")  # the mean head never centres
-    metrics = read_metrics(repo)
-    assert metrics["evaluate.json"]["test_videos"] == len(pd.read_csv(repo / "data/splits/test.csv"))
-    assert metrics["train.json"]["epochs_run"] >= 1
-    video = repo / "data/synthetic/UCF-101" / pd.read_csv(repo / "data/splits/test.csv")["video"].iloc[0]
-    result = subprocess.run([sys.executable, str(repo / "predict.py"), str(video), "--json", "--top-k", "2"],
-                            cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    prediction = json.loads(result.stdout)
-    assert prediction["label"] in checkpoint["meta"]["class_names"] and len(prediction["top_k"]) == 2
-
-
-def test_compare_runs_heads_x_seeds_through_the_dvc_queue(repo):
-    """`python -m actionrec.compare` as `make compare` runs it, on 2 heads x 2 seeds."""
-    out = run([sys.executable, "-m", "actionrec.compare", "--heads", "mean,gru", "--seeds", "0,1",
-               "--timeout", "900", "--out", "compare.md"], repo)
-    table = (repo / "compare.md").read_text()
-    rows = {line.split("|")[1].strip(): line.split("|") for line in table.splitlines() if line.startswith("| ")}
-    assert set(rows) == {"head", "mean", "gru"}
-    for head in ("mean", "gru"):
-        assert rows[head][2].strip() == "2 (0,1)"
-        assert len(rows[head][3].split("±")) == 2  # mean ± std
-    assert "test videos: one video is" in table and "queued 4 experiments" in out
-    assert "Success" in run(["dvc", "queue", "status"], repo)
-
-
-def test_compare_restarts_a_lost_queue_worker(repo, monkeypatch):
-    """Queued experiments with no worker (what a worker lost to the kombu JSONDecodeError race
-    leaves): the wait starts a worker again and sees them through."""
-    import time
-
-    from actionrec import compare
-
-    monkeypatch.chdir(repo)
-    for key, value in tool_env().items():
-        monkeypatch.setenv(key, value)
-    deadline = time.monotonic() + 120
-    while compare.workers() and time.monotonic() < deadline:  # an earlier sweep's worker exits once idle
-        time.sleep(2)
-    names = compare.queue_experiments("mean", [1], [])  # a run the test above made: restored, not trained
-    assert compare.experiments()[names[0]]["State"] == "Queued" and compare.workers() == 0
-    messages = []
-    final = compare.wait_for_queue(names, jobs=1, timeout=600, poll=2, log=messages.append)
-    assert final == {names[0]: "Success"}
-    assert any("no worker is running" in m for m in messages)

@@ -25,16 +25,7 @@ CLASSES = ["Archery", "Bowling", "Typing"]
 
 @pytest.fixture
 def model_file(tmp_path):
-    meta = {"class_names": CLASSES, "feature_dim": 2048, "hidden_size": 8, "num_layers": 1, "dropout": 0.0,
-            "bidirectional": False, "temporal_centering": True, "num_frames": 4, "backbone": "resnet50",
-            "weights": "none", "weights_sha256": None, "precision": "fp32", "resize": 64, "crop": 56, "seed": 0,
-            "decoder": "auto",
-            "sampling": "segment_centres", "normalize": "imagenet",
-            "feature_mean": torch.zeros(2048), "feature_std": torch.ones(2048)}
-    torch.manual_seed(0)
-    path = tmp_path / "lstm.pt"
-    torch.save({"state_dict": build_model(meta).state_dict(), "meta": meta}, path)
-    return path
+    return write_model(tmp_path / "model.pt")
 
 
 def predict(*args: str) -> subprocess.CompletedProcess:
@@ -42,11 +33,11 @@ def predict(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_prints_the_seed_format_on_real_clips(real_clips, model_file):
+def test_prints_the_seed_format_on_real_clips(real_clips, model_file, cli):
     for path in real_clips.values():
-        result = predict(path, "--model", model_file, "--top-k", "2")
-        assert result.returncode == 0, result.stderr
-        lines = result.stdout.splitlines()
+        code, out, err = cli(path, "--model", model_file, "--top-k", "2")
+        assert code == 0, err
+        lines = out.splitlines()
         assert lines[0].split(": ")[0] == "Prediction" and lines[0].split(": ")[1] in CLASSES
         assert lines[1].startswith("Confidence: ") and lines[1].endswith("%")
         ranked = [line for line in lines if line.startswith("  ")]
@@ -55,10 +46,10 @@ def test_prints_the_seed_format_on_real_clips(real_clips, model_file):
         assert lines[1] == f"Confidence: {percents[0]:.2f}%" and ranked[0].split()[1] == lines[0].split(": ")[1]
 
 
-def test_json_output(real_clips, model_file):
-    result = predict(real_clips["kinetics_arm_wrestling.mp4"], "--model", model_file, "--json", "--top-k", "3")
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+def test_json_output(real_clips, model_file, cli):
+    code, out, err = cli(real_clips["kinetics_arm_wrestling.mp4"], "--model", model_file, "--json", "--top-k", "3")
+    assert code == 0, err
+    out = json.loads(out)
     confidences = [item["confidence"] for item in out["top_k"]]
     assert out["label"] in CLASSES and out["confidence"] == confidences[0] == max(confidences)
     assert [item["label"] for item in out["top_k"]][0] == out["label"] and len(out["top_k"]) == 3
@@ -114,7 +105,7 @@ def test_user_errors_are_one_line_exit_2(tmp_path, model_file, cli, case):
         assert "is a directory; use --csv" in err
 
 
-def test_a_replaced_weights_file_is_refused(tmp_path, model_file):
+def test_a_replaced_weights_file_is_refused(tmp_path, model_file, cli):
     """The model file records the SHA-256 of the backbone weights; another file is refused."""
     checkpoint = torch.load(model_file, weights_only=True)
     weights = tmp_path / "weights" / "r50.pth"
@@ -125,11 +116,11 @@ def test_a_replaced_weights_file_is_refused(tmp_path, model_file):
     checkpoint["meta"].update(weights=str(weights), weights_sha256=sha256_of(weights))
     torch.save(checkpoint, model_file)
     video = tiny_video(tmp_path / "ok.avi", frames=8)
-    assert predict(video, "--model", model_file).returncode == 0
+    assert cli(video, "--model", model_file)[0] == 0
     torch.save({"other": torch.zeros(1)}, weights)  # replaced by another file
-    result = predict(video, "--model", model_file)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "is not the weights file the model was trained with" in result.stderr
+    code, _, err = cli(video, "--model", model_file)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "is not the weights file the model was trained with" in err
 
 
 # ---- predict.py for real use (issue 16): run in-process, where a subprocess adds nothing ----

@@ -16,10 +16,9 @@ import yaml
 from PIL import Image, ImageStat
 
 from actionrec.report import HEADLINE, plot_specs
-from tests.conftest import ROOT, copy_repo, run, tool_env
+from tests.conftest import MAKE, ROOT, copy_repo, run, tool_env
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
-MAKE = ["make", "-o", ".venv/.installed"]  # the copy uses this venv (first on PATH), never builds one
 # every plot that dvc.yaml's stages declare, but the list of failed videos: header only (no
 # data to draw) when every video decodes, as in these repos
 PLOT_NAMES = [next(iter(entry)) for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()
