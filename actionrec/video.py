@@ -144,9 +144,8 @@ def scan(path: str | os.PathLike) -> Scan:
 
 
 def _presentation(pts: list, dts: list, key: list, time_base: float, fps: float | None):
-    """Frame times in presentation order, and the clean keyframes: those that every earlier packet
-    shows before and every later one after (no open GOP), so decoding from one yields the frames
-    from it in order. Without timestamps only the start is clean."""
+    """Frame times in presentation order, and the clean keyframes (every earlier packet shows before, every later
+    one after: no open GOP), from which decoding yields the frames in order; without timestamps, only 0."""
     times = np.arange(len(pts)) / (fps or 25.0)  # without timestamps: the nominal rate
     positions = [0]
     if all(p is not None for p in pts):
@@ -209,8 +208,7 @@ def _note(message: str) -> None:
 
 
 def available_decoders(*names_to_check: str) -> list[str]:
-    """The decoders `auto` tries, in order, with a note for each that cannot load; with names, only
-    those are loaded (importing torchcodec takes seconds)."""
+    """The decoders `auto` tries, a note for each that cannot load; only `names_to_check` (torchcodec loads slowly)."""
     reasons = {name: load_error(name) for name in AUTO_ORDER if not names_to_check or name in names_to_check}
     for name, reason in reasons.items():
         if reason:
@@ -287,8 +285,7 @@ def _upright(frame, rotation: int) -> np.ndarray:
 
 
 def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
-    """Seek to the clean keyframe before each sampled frame where that skips frames, then decode
-    forward only as far as needed."""
+    """Seek to the clean keyframe before each sampled frame where that skips frames, then decode up to it."""
     import av
 
     picked: dict[int, np.ndarray] = {}
@@ -343,12 +340,16 @@ def _decoded(codec, packets):
 
 def _decode_decord(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
     import decord
+    from decord._ffi.base import DECORDError  # a plain Exception
 
     with _native_stderr_silenced():
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-        if len(reader) != found.frame_count:  # its frame numbers would be other frames
-            raise _DecodedShort(f"decord counts {len(reader)} frames, the demuxer {found.frame_count}")
-        return reader.get_batch(wanted).asnumpy()
+        try:
+            reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            if len(reader) != found.frame_count:  # its frame numbers would be other frames
+                raise _DecodedShort(f"decord counts {len(reader)} frames, the demuxer {found.frame_count}")
+            return reader.get_batch(wanted).asnumpy()
+        except DECORDError as error:
+            raise RuntimeError(_first_line(error)) from None
 
 
 def _decode_torchcodec(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
@@ -411,25 +412,14 @@ def _damage_warning(decoded: int, expected: int | None, damage: str, slack: int 
     return "; ".join(said) + ": damaged file?" if said else ""
 
 
-@functools.cache
-def _unreadable_errors() -> tuple[type[Exception], ...]:
-    """What the decoders raise on a file they cannot read; anything else is a bug, and crashes."""
-    import av
-
-    errors = (av.error.FFmpegError, RuntimeError, ValueError, OSError, EOFError, _DecodedShort)
-    if decord_available():
-        from decord._ffi.base import DECORDError  # a plain Exception
-
-        errors += (DECORDError,)
-    return errors
-
-
 def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
                 start: float | None = None, end: float | None = None, device: str = "cpu") -> Clip:
-    """num_frames upright RGB frames at the segment centres of the video (or of [start, end) seconds),
-    the same whichever decoder made them: what the one asked for cannot decode faithfully goes to PyAV.
-    device: where the features run; "cuda..." decodes with torchcodec on the GPU where NVDEC can."""
-    unreadable = _unreadable_errors()
+    """Frames at the segment centres of the video or of [start, end) s, alike from any decoder: what the one asked
+    for cannot decode faithfully goes to PyAV; device "cuda..." decodes with NVDEC where it can."""
+    import av
+
+    # what the decoders raise on a file they cannot read; anything else is a bug, and crashes
+    unreadable = (av.error.FFmpegError, RuntimeError, ValueError, OSError, EOFError, _DecodedShort)
     path = str(path)
     found = scan(path)
     window = _window(found, start, end)
