@@ -99,21 +99,17 @@ def scan_folder(root: str | Path, group_pattern: str = "") -> tuple[pd.DataFrame
     return clips, {reason: sorted(paths) for reason, paths in skipped.items()}
 
 
-def empty_class_folders(root: str | Path) -> list[str]:
-    """Class folders directly under root that hold no video at any depth."""
-    root = Path(root)
-    entries = sorted(root.iterdir(), key=lambda p: p.name) if root.is_dir() else []
-    return [e.name for e in entries if e.is_dir() and not is_hidden(e.name) and not videos_under(e)[0]]
-
-
 def main() -> None:
-    """`make repro` runs this first: DVC ignores empty folders, so no stage would report one."""
+    """`make repro` runs this first: DVC ignores empty folders (and may restore the subset stage from its
+    run-cache), so no stage would report one."""
     from actionrec.params import load_params
 
     root = load_params("data")["data"]["root"]
-    for name in empty_class_folders(root):
-        print(f"warning: class folder {name} under {root} holds no videos, so it is no class of the subset "
-              "(DVC ignores empty folders): add videos or remove it", file=sys.stderr)
+    entries = sorted(Path(root).iterdir(), key=lambda p: p.name) if Path(root).is_dir() else []
+    for entry in entries:
+        if entry.is_dir() and not is_hidden(entry.name) and not videos_under(entry)[0]:
+            print(f"warning: class folder {entry.name} under {root} holds no videos, so it is no class of the "
+                  "subset (DVC ignores empty folders): add videos or remove it", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,7 @@ def scan_dataset(root: str | Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]
 
 def read_class_index(path: Path = LISTS_DIR / "classInd.txt") -> list[str]:
     """Class names in the official order (classInd.txt: '1 ApplyEyeMakeup', CRLF)."""
-    lines = path.read_text().splitlines()
-    return [line.split()[1] for line in lines if line.strip()]
+    return [line.split()[1] for line in path.read_text().splitlines() if line.strip()]
 
 
 def read_split_list(kind: str, fold: int) -> list[str]:
