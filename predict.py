@@ -274,7 +274,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--csv", metavar="OUT.csv", help="classify every video under the folder PATH into this CSV")
     parser.add_argument("--window", type=float, metavar="SECONDS", help="classify each window of this length")
     parser.add_argument("--stride", type=float, metavar="SECONDS", help="between window starts (default: --window)")
-    parser.add_argument("--frames-out", metavar="DIR", help="save the frames the model sees as PNGs in DIR")
+    parser.add_argument("--frames-out", type=Path, metavar="DIR", help="save the frames the model sees as PNGs in DIR")
     parser.error = fail  # one line, exit 2, like every other user error
     args = parser.parse_args()
     args.model = args.model or paths("train")["model_file"]
@@ -295,10 +295,9 @@ def parse_args() -> argparse.Namespace:
         fail(f"--csv classifies a folder, and {args.path} is not one: for one video use --json")
     elif not path.exists():
         fail(f"no such video: {args.path}")
-    frames_out = Path(args.frames_out) if args.frames_out is not None else None
+    frames_out = args.frames_out  # new or empty, so that no frames of an earlier run are mixed in
     if frames_out and frames_out.exists() and (not frames_out.is_dir() or any(frames_out.iterdir())):
-        fail(f"--frames-out {args.frames_out} exists and is not an empty folder: give a new or empty one")
-    args.frames_out = frames_out  # new or empty, so that no frames of an earlier run are mixed in
+        fail(f"--frames-out {frames_out} exists and is not an empty folder: give a new or empty one")
     return args
 
 
