@@ -44,8 +44,7 @@ def check_weights(meta: dict) -> None:
 
 
 def model_warnings(meta: dict) -> list[str]:
-    """Why the labels may mean nothing on a real video; model files from before `data_source` was
-    recorded tell only of a random backbone (the demo's default)."""
+    """Why labels may mean nothing on real videos (a model file without data_source: the demo's random backbone)."""
     random_backbone, source = meta["weights"] == "none", meta.get("data_source")
     if source == "synthetic":
         how = " with a random backbone" if random_backbone else ""
@@ -69,8 +68,7 @@ class Predictor(NamedTuple):
 
 
 def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Predictor:
-    """The model file's head and backbone on the device, once for all the clips of a run; the
-    decoder asked for (None: the model's)."""
+    """The model file's head and backbone on the device, once for all the clips of a run (decoder None: the model's)."""
     if not Path(model_path).is_file():
         fail(f"no trained model at {model_path}: run 'make repro' (or 'dvc repro') first")
     from actionrec.backbone import inference_backbone
@@ -86,11 +84,12 @@ def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Pr
         decoder = meta.get("decoder", "auto")
         decoder = "auto" if unavailable_decoder(decoder) else decoder
     check_weights(meta)
-    precision = meta["precision"]  # as the features were made, where this machine can run it well
-    if device.type == "cpu" and (precision == "fp16" or (precision == "bf16" and not cpu_has_native_bf16())):
-        precision = "fp32"  # made on a GPU or a bf16 CPU: fp32 here gives the same features within rounding
-    if precision == "int8" and device.type == "cuda":
-        precision = "fp32"  # int8 is OpenVINO's, on the CPU: fp32 is within int8's tolerance of it
+    # as the features were made, where this machine runs it well; else fp32, within rounding of fp16/bf16
+    # made on a GPU or a bf16 CPU, and within int8's tolerance of OpenVINO's int8 (a CPU's)
+    precision = meta["precision"]
+    if (device.type == "cpu" and (precision == "fp16" or (precision == "bf16" and not cpu_has_native_bf16()))
+            or (device.type == "cuda" and precision == "int8")):
+        precision = "fp32"
     if precision == "int8":  # quantized again on the committed clips: the same backbone as the stage's
         from actionrec.quantize import check_calibration
 
@@ -101,8 +100,7 @@ def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Pr
 
 
 def model_input(frames, meta: dict) -> torch.Tensor:
-    """Upright uint8 [T, H, W, 3] frames -> uint8 [T, 3, crop, crop]: exactly what the features
-    stage gave the backbone (its mean/std normalisation happens inside embed)."""
+    """uint8 [T, H, W, 3] frames -> uint8 [T, 3, crop, crop], exactly as the features stage (embed normalises)."""
     from actionrec.backbone import preprocessing, resize_crop
 
     return resize_crop(frames, preprocessing(meta))
@@ -138,8 +136,7 @@ def save_frames(inputs: torch.Tensor, indices: list[int], folder: Path) -> list[
 
 def predict_clip(predictor: Predictor, video: str, top_k: int, start: float | None = None,
                  end: float | None = None, frames_out: Path | None = None) -> dict:
-    """label, confidence, top_k, decoder, its warning ("" or e.g. a damaged file) and the saved
-    frames for one video or one window of it; VideoError if it cannot be read."""
+    """label, confidence, top_k, decoder, warning and saved frames of a video or a window; else VideoError."""
     from actionrec.video import sample_clip
 
     clip = sample_clip(video, predictor.meta["num_frames"], predictor.decoder, start=start, end=end,
@@ -170,9 +167,7 @@ def predict_video(args: argparse.Namespace) -> tuple[dict, list[str]]:
 
 
 def window_bounds(duration: float, window: float, stride: float, tolerance: float) -> list[tuple[float, float]]:
-    """[0, window), [stride, stride + window), ... while they fit in the video, then one window
-    ending at the video's end if more than `tolerance` seconds (a frame) is left uncovered. A
-    window as long as the video or longer: one window over the whole video."""
+    """[0, window), [stride, stride + window), ..., and one ending at the end if over `tolerance` (a frame) is left."""
     if window >= duration - tolerance:
         return [(0.0, duration)]
     bounds = []
@@ -186,8 +181,7 @@ def window_bounds(duration: float, window: float, stride: float, tolerance: floa
 
 
 def predict_windows(args: argparse.Namespace) -> tuple[dict, list[str]]:
-    """Each window classified from its own num_frames frames, sampled within it. A window that
-    cannot be decoded (past the damage in a cut file) gets an error in place of its label."""
+    """Each window from its own frames; one that cannot be decoded (a cut file) gets an error for a label."""
     from actionrec.video import probe
 
     predictor = load_predictor(args.model, args.device, args.decoder)
@@ -225,9 +219,7 @@ def predict_windows(args: argparse.Namespace) -> tuple[dict, list[str]]:
 
 
 def predict_folder(args: argparse.Namespace) -> tuple[dict, list[str]]:
-    """Every video under the folder (nested), one CSV row each, written as it goes; non-videos
-    and hidden entries as rows with a `skipped: ...` error. Exit 0 when at least one video was
-    classified, the failures being in the CSV; exit 2 when none was."""
+    """One CSV row per entry under the folder, written as it goes (non-videos: `skipped: ...`); exit 2 if none reads."""
     from tqdm import tqdm
 
     from actionrec.folder import SKIP_REASONS, VIDEO_EXTENSIONS, is_video, videos_under
@@ -282,7 +274,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--csv", metavar="OUT.csv", help="classify every video under the folder PATH into this CSV")
     parser.add_argument("--window", type=float, metavar="SECONDS", help="classify each window of this length")
     parser.add_argument("--stride", type=float, metavar="SECONDS", help="between window starts (default: --window)")
-    parser.add_argument("--frames-out", metavar="DIR", help="save the frames the model sees as PNGs in DIR")
+    parser.add_argument("--frames-out", type=Path, metavar="DIR", help="save the frames the model sees as PNGs in DIR")
     parser.error = fail  # one line, exit 2, like every other user error
     args = parser.parse_args()
     args.model = args.model or paths("train")["model_file"]
@@ -303,10 +295,9 @@ def parse_args() -> argparse.Namespace:
         fail(f"--csv classifies a folder, and {args.path} is not one: for one video use --json")
     elif not path.exists():
         fail(f"no such video: {args.path}")
-    frames_out = Path(args.frames_out) if args.frames_out is not None else None
+    frames_out = args.frames_out  # new or empty, so that no frames of an earlier run are mixed in
     if frames_out and frames_out.exists() and (not frames_out.is_dir() or any(frames_out.iterdir())):
-        fail(f"--frames-out {args.frames_out} exists and is not an empty folder: give a new or empty one")
-    args.frames_out = frames_out  # new or empty, so that no frames of an earlier run are mixed in
+        fail(f"--frames-out {frames_out} exists and is not an empty folder: give a new or empty one")
     return args
 
 

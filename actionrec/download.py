@@ -30,8 +30,7 @@ def sha256_of(path: Path) -> str:
 
 
 def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60) -> Path:
-    """url -> dest, resuming dest.part; checks the size the server declares and, if given,
-    the SHA-256. A finished dest is kept as it is."""
+    """url -> dest (kept if there), resuming dest.part; checks the declared size and any given SHA-256."""
     if dest.exists():
         return dest
     part = dest.with_name(dest.name + ".part")
@@ -79,9 +78,7 @@ def checksum_file(archive: Path) -> Path:
 
 
 def archive_digest(archive: Path, expected: str | None = None) -> str:
-    """The archive's SHA-256, from the file saved beside it, or computed (an archive the user
-    brought, or one whose .sha256 a kill or an older version left out) and saved there;
-    checked against `expected` when given."""
+    """The archive's SHA-256 from the .sha256 beside it, else computed and saved there; checked against expected."""
     saved = checksum_file(archive)
     digest = saved.read_text().split()[0] if saved.is_file() else sha256_of(archive)
     if expected and digest != expected.lower():

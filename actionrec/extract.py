@@ -17,9 +17,7 @@ NO_INFO = {"rotation": 0, "decoder": "", "warning": ""}
 
 
 class ClipDataset(Dataset):
-    """Item i: (i, uint8 [T, 3, crop, crop] frames or None, error message or "", info) with
-    info = {"rotation", "decoder", "warning"} of the decoded clip (NO_INFO on an error); `prep`
-    is actionrec.backbone.preprocessing()'s dict."""
+    """Item i: (i, uint8 [T, 3, crop, crop] frames or None, error or "", {"rotation", "decoder", "warning"})."""
 
     def __init__(self, paths: list[str], num_frames: int, prep: dict, decoder: str = "auto",
                  device: str = "cpu"):
@@ -44,17 +42,11 @@ def _single_threaded_worker(_: int) -> None:
 
 def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
                   ) -> Iterator[tuple[int, np.ndarray | None, str, dict]]:
-    """Yield (index into paths, float32 [T, D] features or None, error, info) in completion
-    order; info = {"rotation", "decoder", "warning"} of the decoded clip (ClipDataset).
+    """Yield (index into paths, float32 [T, D] features or None, error, info) in completion order.
 
-    cfg holds resolved values (actionrec.device): num_workers and batch_frames as integers,
-    the precision used. The backbone always sees batches of exactly cfg["batch_frames"]
-    frames: frames of several videos share a batch, a video's frames may span two, and only
-    the very last batch is padded. A fixed shape keeps a compiled model from recompiling.
-    On CUDA, decoded frames arrive in pinned memory and are copied to the GPU as uint8 while
-    the next video decodes; batches are assembled there. There, videos whose codec NVDEC
-    decodes are decoded on the GPU by torchcodec (where it loads), in workers started with
-    spawn: a forked worker cannot use CUDA."""
+    cfg holds resolved values (actionrec.device). On CUDA, frames arrive in pinned memory and are
+    copied to the GPU while the next video decodes; where NVDEC handles the codec, torchcodec
+    decodes on the GPU in workers started with spawn (a forked worker cannot use CUDA)."""
     device = model.inference_device
     decode_on = str(device) if device.type == "cuda" else "cpu"
     dataset = ClipDataset(paths, cfg["num_frames"], model.preprocessing, cfg.get("decoder", "auto"), decode_on)
@@ -68,47 +60,39 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
 
 def embed_stream(model: torch.nn.Module, clips, batch_frames: int, precision: str,
                  ) -> Iterator[tuple[int, np.ndarray | None, str, dict]]:
-    """iter_features for decoded clips, (index, uint8 frames or None, error, info) items (as
-    ClipDataset gives them): the backbone sees batches of exactly batch_frames frames."""
-    device = model.inference_device
+    """iter_features for ClipDataset's items. The backbone always sees exactly batch_frames frames
+    (a fixed shape keeps a compiled model from recompiling): videos share batches, and only the
+    very last one is padded."""
     waiting: deque[tuple[int, int, dict]] = deque()  # (video index, frames, info) not yet handed out
-    inputs: list[torch.Tensor] = []            # uint8 frames not yet through the backbone
-    outputs: list[torch.Tensor] = []           # features not yet handed out
-    pending_inputs = 0
+    inputs: list[torch.Tensor] = []  # uint8 frames not yet through the backbone
+    outputs: list[torch.Tensor] = []  # features not yet handed out
 
-    def run_batch(final: bool) -> None:
-        nonlocal inputs, pending_inputs
+    def run(final: bool) -> Iterator[tuple[int, np.ndarray, str, dict]]:
+        nonlocal inputs, outputs
         frames = torch.cat(inputs)
-        batch, rest = frames[:batch_frames], frames[batch_frames:]
-        real = len(batch)
-        if final and real < batch_frames:  # pad the last batch to the compiled shape
-            batch = torch.cat([batch, batch.new_zeros((batch_frames - real, *batch.shape[1:]))])
-        outputs.append(embed(model, batch, precision)[:real])
-        inputs, pending_inputs = ([rest] if len(rest) else []), len(rest)
-
-    def finished() -> Iterator[tuple[int, np.ndarray, str, dict]]:
-        nonlocal outputs
-        done = torch.cat(outputs) if outputs else None
-        offset = 0
-        while waiting and done is not None and len(done) - offset >= waiting[0][1]:
+        while len(frames) >= batch_frames or (final and len(frames)):
+            batch, frames = frames[:batch_frames], frames[batch_frames:]
+            real = len(batch)
+            if real < batch_frames:  # the last batch: padded to the compiled shape
+                batch = torch.cat([batch, batch.new_zeros((batch_frames - real, *batch.shape[1:]))])
+            outputs.append(embed(model, batch, precision)[:real])
+        inputs, done, offset = [frames], torch.cat(outputs), 0
+        while waiting and len(done) - offset >= waiting[0][1]:
             index, count, info = waiting.popleft()
             yield index, done[offset:offset + count].numpy(), "", info
             offset += count
-        outputs = [done[offset:]] if done is not None and offset < len(done) else []
+        outputs = [done[offset:]]
 
     for index, frames, error, info in clips:
         if frames is None:
             yield index, None, error, info
             continue
         waiting.append((index, len(frames), info))
-        inputs.append(frames.to(device, non_blocking=True))
-        pending_inputs += len(frames)
-        while pending_inputs >= batch_frames:
-            run_batch(final=False)
-            yield from finished()
-    while pending_inputs:
-        run_batch(final=True)
-    yield from finished()
+        inputs.append(frames.to(model.inference_device, non_blocking=True))
+        if sum(map(len, inputs)) >= batch_frames:
+            yield from run(final=False)
+    if waiting:
+        yield from run(final=True)
 
 
 class Throughput:

@@ -31,8 +31,7 @@ def is_video(name: str) -> bool:
 
 
 def _class_files(class_dir: Path, skipped: dict[str, list[str]], root: Path) -> list[str]:
-    """Video paths relative to class_dir (posix), sorted; hidden and non-video entries go to
-    skipped (relative to root). Sub-folders are followed (links too); hidden ones are skipped whole."""
+    """Sorted posix video paths below class_dir, links followed; hidden and other entries go to skipped."""
     videos, seen = [], set()
     for folder, dirs, files in os.walk(class_dir, followlinks=True):
         if os.path.realpath(folder) in seen:  # a link back up the tree: do not loop
@@ -54,8 +53,7 @@ def _class_files(class_dir: Path, skipped: dict[str, list[str]], root: Path) -> 
 
 
 def videos_under(folder: str | Path) -> tuple[list[str], dict[str, list[str]]]:
-    """Every video at any depth below folder (posix paths relative to it, sorted) and the
-    entries skipped, {"hidden": [...], "not_video": [...]}: the rules of a class folder."""
+    """Every video at any depth below folder and the entries skipped, by the rules of a class folder."""
     skipped: dict[str, list[str]] = {"hidden": [], "not_video": []}
     videos = _class_files(Path(folder), skipped, Path(folder))
     return videos, {reason: sorted(paths) for reason, paths in skipped.items()}
@@ -73,8 +71,7 @@ def _group_of(rel: str, class_name: str, pattern: re.Pattern | None) -> str:
 
 
 def scan_folder(root: str | Path, group_pattern: str = "") -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """All videos under root/<Class>/ as rows (video, class_name, group, clip), sorted by class
-    then path (`clip` numbers a group's videos 1, 2, ...), and the entries skipped per reason."""
+    """Rows (video, class_name, group, clip numbering a group's videos) sorted by path, and the entries skipped."""
     root = Path(root)
     pattern = re.compile(group_pattern) if group_pattern else None
     skipped: dict[str, list[str]] = {reason: [] for reason in SKIP_REASONS}
@@ -102,22 +99,17 @@ def scan_folder(root: str | Path, group_pattern: str = "") -> tuple[pd.DataFrame
     return clips, {reason: sorted(paths) for reason, paths in skipped.items()}
 
 
-def empty_class_folders(root: str | Path) -> list[str]:
-    """Class folders directly under root that hold no video at any depth."""
-    root = Path(root)
-    entries = sorted(root.iterdir(), key=lambda p: p.name) if root.is_dir() else []
-    return [e.name for e in entries if e.is_dir() and not is_hidden(e.name) and not videos_under(e)[0]]
-
-
 def main() -> None:
-    """`make repro` runs this first: DVC ignores empty folders (and may restore the subset
-    stage from its run-cache), so no stage would ever report a class folder left empty."""
+    """`make repro` runs this first: DVC ignores empty folders (and may restore the subset stage from its
+    run-cache), so no stage would report one."""
     from actionrec.params import load_params
 
     root = load_params("data")["data"]["root"]
-    for name in empty_class_folders(root):
-        print(f"warning: class folder {name} under {root} holds no videos, so it is no class of the subset "
-              "(DVC ignores empty folders): add videos or remove it", file=sys.stderr)
+    entries = sorted(Path(root).iterdir(), key=lambda p: p.name) if Path(root).is_dir() else []
+    for entry in entries:
+        if entry.is_dir() and not is_hidden(entry.name) and not videos_under(entry)[0]:
+            print(f"warning: class folder {entry.name} under {root} holds no videos, so it is no class of the "
+                  "subset (DVC ignores empty folders): add videos or remove it", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,8 @@
 """Render the embedded demo dataset: UCF-101-shaped clips whose classes are motions.
 
-Every clip of one group shares a scene (background, lighting, object look), as UCF-101
-groups share a source video, so a random split leaks appearance and a group split does not.
-Twelve pairs of classes are the same frames played forwards or backwards: a model that
-ignores frame order cannot tell the two classes of a pair apart.
-"""
+A group's clips share a scene, as UCF-101's share a source video, so a random split leaks appearance
+and a group split does not. Twelve pairs of classes are the same frames played forwards and backwards:
+a model that ignores frame order cannot tell them apart."""
 from __future__ import annotations
 
 import itertools
@@ -14,25 +12,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-
-# (class name, base motion, played backwards). A backwards class is the exact frame-reverse
-# of its partner, so both have the same set of frames.
-CLASSES: list[tuple[str, str, bool]] = [
-    ("MoveRight", "slide_x", False), ("MoveLeft", "slide_x", True),
-    ("MoveDown", "slide_y", False), ("MoveUp", "slide_y", True),
-    ("SlideDownRight", "slide_diag", False), ("SlideUpLeft", "slide_diag", True),
-    ("SlideDownLeft", "slide_antidiag", False), ("SlideUpRight", "slide_antidiag", True),
-    ("Grow", "grow", False), ("Shrink", "grow", True),
-    ("RotateClockwise", "rotate", False), ("RotateAnticlockwise", "rotate", True),
-    ("OrbitClockwise", "orbit", False), ("OrbitAnticlockwise", "orbit", True),
-    ("FadeIn", "fade", False), ("FadeOut", "fade", True),
-    ("StretchWide", "stretch", False), ("StretchTall", "stretch", True),
-    ("ZoomIn", "zoom", False), ("ZoomOut", "zoom", True),
-    ("SplitApart", "split", False), ("ComeTogether", "split", True),
-    ("SpiralOut", "spiral", False), ("SpiralIn", "spiral", True),
-    ("Shake", "shake", False),
-]
-CLASS_NAMES = [name for name, _, _ in CLASSES]
 
 
 def _scene(rng: np.random.Generator, width: int, height: int) -> dict:
@@ -63,29 +42,35 @@ def _circle(rx: float, ry: float, phi: float) -> dict:
     return {"x": rx * math.cos(phi), "y": ry * math.sin(phi)}
 
 
-# What each base motion moves at time t in [0, 1] (s = 2t - 1, from -1 to 1), with the clip's
-# jitter a, b (path length, offset); everything else keeps POSE_AT_REST. Scene coordinates centre on 0.
+# base motion: (its class, the class played backwards or None, what it moves at time t in [0, 1]
+# (s = 2t - 1, from -1 to 1) with the clip's jitter a, b (path length, offset)); everything else keeps
+# POSE_AT_REST. Scene coordinates centre on 0. A backwards class is the exact frame-reverse of its
+# partner, so both have the same set of frames.
 MOTIONS = {
-    "slide_x": lambda t, s, a, b: {"x": 110 * a * s, "y": 40 * b},
-    "slide_y": lambda t, s, a, b: {"x": 60 * b, "y": 80 * a * s},
-    "slide_diag": lambda t, s, a, b: {"x": 100 * a * s, "y": 75 * a * s},
-    "slide_antidiag": lambda t, s, a, b: {"x": -100 * a * s, "y": 75 * a * s},
-    "grow": lambda t, s, a, b: {"scale": 0.4 + 1.4 * t},
-    "rotate": lambda t, s, a, b: {"angle": 1.5 * np.pi * t * a},
-    "orbit": lambda t, s, a, b: _circle(90, 70, 2 * np.pi * (0.85 * t + 0.05 * b) - np.pi / 2),  # from the top
-    "fade": lambda t, s, a, b: {"alpha": t},
-    "stretch": lambda t, s, a, b: {"stretch": 1.7 ** s},  # width / height from wide to tall
+    "slide_x": ("MoveRight", "MoveLeft", lambda t, s, a, b: {"x": 110 * a * s, "y": 40 * b}),
+    "slide_y": ("MoveDown", "MoveUp", lambda t, s, a, b: {"x": 60 * b, "y": 80 * a * s}),
+    "slide_diag": ("SlideDownRight", "SlideUpLeft", lambda t, s, a, b: {"x": 100 * a * s, "y": 75 * a * s}),
+    "slide_antidiag": ("SlideDownLeft", "SlideUpRight", lambda t, s, a, b: {"x": -100 * a * s, "y": 75 * a * s}),
+    "grow": ("Grow", "Shrink", lambda t, s, a, b: {"scale": 0.4 + 1.4 * t}),
+    "rotate": ("RotateClockwise", "RotateAnticlockwise", lambda t, s, a, b: {"angle": 1.5 * np.pi * t * a}),
+    "orbit": ("OrbitClockwise", "OrbitAnticlockwise",  # from the top
+              lambda t, s, a, b: _circle(90, 70, 2 * np.pi * (0.85 * t + 0.05 * b) - np.pi / 2)),
+    "fade": ("FadeIn", "FadeOut", lambda t, s, a, b: {"alpha": t}),
+    "stretch": ("StretchWide", "StretchTall", lambda t, s, a, b: {"stretch": 1.7 ** s}),  # width/height: wide to tall
     # around the frame centre, so an off-centre object also drifts out
-    "zoom": lambda t, s, a, b: {"zoom": 1.0 + 0.9 * t, "x": 60 * np.sign(b), "y": 40 * b},
-    "split": lambda t, s, a, b: {"x": 20 + 100 * t * a, "mirror": True},  # a second copy mirrored at -x
-    "spiral": lambda t, s, a, b: _circle(100 * t, 80 * t, 3 * np.pi * t + 0.3 * b),
-    "shake": lambda t, s, a, b: {"x": 60 * math.sin(6 * np.pi * t) * a},
+    "zoom": ("ZoomIn", "ZoomOut", lambda t, s, a, b: {"zoom": 1.0 + 0.9 * t, "x": 60 * np.sign(b), "y": 40 * b}),
+    "split": ("SplitApart", "ComeTogether", lambda t, s, a, b: {"x": 20 + 100 * t * a, "mirror": True}),  # and at -x
+    "spiral": ("SpiralOut", "SpiralIn", lambda t, s, a, b: _circle(100 * t, 80 * t, 3 * np.pi * t + 0.3 * b)),
+    "shake": ("Shake", None, lambda t, s, a, b: {"x": 60 * math.sin(6 * np.pi * t) * a}),
 }
+CLASSES = [(name, motion, backwards) for motion, (*names, _) in MOTIONS.items()
+           for backwards, name in zip((False, True), names) if name]  # (class name, base motion, backwards)
+CLASS_NAMES = [name for name, _, _ in CLASSES]
 POSE_AT_REST = {"x": 0.0, "y": 0.0, "scale": 1.0, "angle": 0.0, "alpha": 1.0, "stretch": 1.0, "zoom": 1.0,
                 "mirror": False}
 
 
-def _draw(scene: dict, pose: dict, width: int, height: int, grid: tuple) -> np.ndarray:
+def _draw(scene: dict, pose: dict, grid: tuple, lighting: np.ndarray) -> np.ndarray:
     """Rasterise one frame: camera transform to scene coordinates, then background + object."""
     px, py = grid  # pixel coordinates centred on the frame centre
     sx, sy = px / pose["zoom"], py / pose["zoom"]
@@ -111,19 +96,8 @@ def _draw(scene: dict, pose: dict, width: int, height: int, grid: tuple) -> np.n
         a = pose["alpha"]
         for mask, color in ((inside, scene["color"]), (inside & marker, scene["marker"])):
             frame[mask] = (1 - a) * frame[mask] + a * color
-    # Every scene is lit alike: a warm lamp on the left, a cool one on the right, a green
-    # one above. An object's colour then tells where it is, so position survives the backbone's
-    # global pooling, and the direction of motion with it.
-    frame *= scene["light"] * _lighting(width, height)
+    frame *= lighting
     return np.clip(frame, 0, 255).astype(np.uint8)
-
-
-def _lighting(width: int, height: int) -> np.ndarray:
-    x = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
-    y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
-    # red falls and blue rises from left to right, green falls from top to bottom
-    x, y = np.broadcast_arrays(x, y)
-    return np.concatenate([1.3 - 0.6 * x, 1.2 - 0.4 * y, 0.7 + 0.6 * x], axis=2) * (1.1 - 0.2 * y)
 
 
 def render_clip(motion: str, backwards: bool, scene: dict, rng: np.random.Generator,
@@ -132,16 +106,22 @@ def render_clip(motion: str, backwards: bool, scene: dict, rng: np.random.Genera
     jitter = np.array([rng.uniform(0.7, 1.0), rng.uniform(-1.0, 1.0)])
     py, px = np.mgrid[0:height, 0:width].astype(np.float32)
     grid = (px - width / 2, py - height / 2)
+    # Every scene is lit alike: a warm lamp on the left (red falls to the right), a cool one on the
+    # right (blue rises), a green one above. An object's colour then tells where it is, so position
+    # survives the backbone's global pooling, and the direction of motion with it.
+    x, y = np.broadcast_arrays(np.linspace(0, 1, width, dtype=np.float32)[None, :, None],
+                               np.linspace(0, 1, height, dtype=np.float32)[:, None, None])
+    lighting = scene["light"] * (np.concatenate([1.3 - 0.6 * x, 1.2 - 0.4 * y, 0.7 + 0.6 * x], axis=2)
+                                 * (1.1 - 0.2 * y))
     times = np.linspace(0.0, 1.0, num_frames)
-    poses = [POSE_AT_REST | MOTIONS[motion](t, 2 * t - 1, *jitter) for t in times]
-    frames = np.stack([_draw(scene, pose, width, height, grid) for pose in poses])
+    poses = [POSE_AT_REST | MOTIONS[motion][2](t, 2 * t - 1, *jitter) for t in times]
+    frames = np.stack([_draw(scene, pose, grid, lighting) for pose in poses])
     return frames[::-1].copy() if backwards else frames
 
 
 def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
-    """uint8 RGB [H, W, 3] (H, W even) -> the yuv420p planes stacked as [H * 3 / 2, W]: BT.601
-    limited range in integer arithmetic, chroma averaged over 2x2 pixels. Done here rather than
-    by FFmpeg's swscale, whose SIMD paths round differently from CPU to CPU."""
+    """RGB [H, W, 3] -> yuv420p planes [H * 3 / 2, W], BT.601 in integers: FFmpeg's swscale SIMD paths
+    round differently from CPU to CPU."""
     rgb = frame.astype(np.int32)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
@@ -164,9 +144,7 @@ ENCODER_OPTIONS = {"threads": "1", "flags": "+bitexact", "dct": "fastint", "idct
 
 
 def write_avi(path: Path, frames: Iterable[np.ndarray], fps: int, gop: int | None = None) -> None:
-    """Write MPEG-4 part 2 in AVI, the codec and container of UCF-101, byte-identical on any
-    machine (ENCODER_OPTIONS, rgb_to_yuv420p); atomic rename. Width and height must be even;
-    gop: frames between keyframes (None: FFmpeg's default)."""
+    """MPEG-4 part 2 in AVI as UCF-101, byte-identical on any machine; gop: frames between keyframes."""
     tmp = path.with_name(path.name + ".tmp.avi")
     frames = iter(frames)
     first = next(frames)

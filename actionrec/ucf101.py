@@ -19,10 +19,8 @@ def parse_clip_name(filename: str) -> tuple[str, int, int]:
 
 
 def scan_dataset(root: str | Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """All clips under root/<Class>/ as rows (video, class_name, group, clip), sorted, and
-    the files that were not used with the reason. The class comes from the folder; the name
-    in the file must match it ignoring case (real copies spell HandstandPushups folders'
-    files v_HandStandPushups_...)."""
+    """Rows (video, class_name, group, clip) sorted, and the files not used with why; the file's class matches
+    its folder's ignoring case (real copies spell HandstandPushups folders' files v_HandStandPushups_...)."""
     root = Path(root)
     rows, rejected = [], []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -45,12 +43,10 @@ def scan_dataset(root: str | Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]
 
 def read_class_index(path: Path = LISTS_DIR / "classInd.txt") -> list[str]:
     """Class names in the official order (classInd.txt: '1 ApplyEyeMakeup', CRLF)."""
-    lines = path.read_text().splitlines()
-    return [line.split()[1] for line in lines if line.strip()]
+    return [line.split()[1] for line in path.read_text().splitlines() if line.strip()]
 
 
 def read_split_list(kind: str, fold: int) -> list[str]:
-    """Relative clip paths of trainlist0{fold}/testlist0{fold}, e.g.
-    'HandstandPushups/v_HandStandPushups_g01_c01.avi' (train lines carry a label; dropped)."""
+    """Clip paths of trainlist0{fold}/testlist0{fold} (without the train lines' labels)."""
     path = LISTS_DIR / f"{kind}list0{fold}.txt"
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]

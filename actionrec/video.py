@@ -1,11 +1,8 @@
 """Open a video, choose which frames to sample, decode them to upright uint8 RGB arrays.
 
-One demux pass with PyAV (no decoding) finds the frames that exist, the clean keyframes, the
-rotation and the header's count, so every decoder samples the same indices and gives the same
-pixels; the decoder only changes speed (docs/decoding.md). Files that are not videos are refused
-before decoding: FFmpeg reads a text file as "ANSI art" video and a JPEG as a one-frame video,
-and a model would classify them with confidence.
-"""
+One PyAV demux pass finds the frames, clean keyframes and rotation, so every decoder gives the same
+pixels; the decoder only changes speed (docs/decoding.md). Non-videos are refused first: FFmpeg reads
+text as "ANSI art" video and a JPEG as a one-frame video, which a model would classify with confidence."""
 from __future__ import annotations
 
 import functools
@@ -73,28 +70,10 @@ class Scan(NamedTuple):
     def frame_count(self) -> int:
         return len(self.times)
 
-    def keyframe_before(self, position: int) -> int:
-        return self.keyframes[int(np.searchsorted(self.keyframes, position, side="right")) - 1]
-
 
 def _ffmpeg_reason(error: Exception) -> str:
     """FFmpeg's reason without the file name it appends (messages must hold no path)."""
     return str(getattr(error, "strerror", None) or _first_line(error)).split(": '")[0]
-
-
-def _check_path(path: str) -> None:
-    if os.path.isdir(path):
-        raise VideoError("is a directory; use --csv for a folder")
-    if not os.path.isfile(path):
-        raise VideoError("no such file")
-    if os.path.getsize(path) == 0:
-        raise VideoError("the file is empty (0 bytes)")
-
-
-def _display_rotation(frame) -> int:
-    """FFmpeg's display matrix turns counter-clockwise (what `ffmpeg`'s autorotate undoes):
-    the clockwise turn that makes the frame upright, rounded to 90 degrees."""
-    return int(round(-(getattr(frame, "rotation", 0) or 0) / 90.0)) % 4 * 90
 
 
 def scan(path: str | os.PathLike) -> Scan:
@@ -102,7 +81,12 @@ def scan(path: str | os.PathLike) -> Scan:
     import av
 
     path = str(path)
-    _check_path(path)
+    if os.path.isdir(path):
+        raise VideoError("is a directory; use --csv for a folder")
+    if not os.path.isfile(path):
+        raise VideoError("no such file")
+    if os.path.getsize(path) == 0:
+        raise VideoError("the file is empty (0 bytes)")
     try:
         container = av.open(path)
     except av.error.FFmpegError as error:
@@ -139,32 +123,29 @@ def scan(path: str | os.PathLike) -> Scan:
                         pass
         except av.error.FFmpegError as error:
             demux_error = _ffmpeg_reason(error)
-        declared = stream.frames or None
-        fps = float(stream.average_rate) if stream.average_rate else None
-        time_base = float(stream.time_base) if stream.time_base else None
+        if not pts:
+            raise VideoError(f"the video has no frames that demux ({demux_error or 'empty stream'})")
+        if len(pts) == 1:
+            raise VideoError(f"not a video: a still image (one frame, {codec} in {kind.split(',')[0]})")
+        # FFmpeg's display matrix turns counter-clockwise (what `ffmpeg`'s autorotate undoes):
+        # the clockwise turn that makes the frame upright, rounded to 90 degrees
+        rotation = int(round(-(getattr(first_frame, "rotation", 0) or 0) / 90.0)) % 4 * 90
+        damage = [f"demuxing stopped early ({demux_error})"] if demux_error else []
+        if first_frame is None:  # the rotation rides on a decoded frame: say it is a guess
+            damage.append("no frame of the first 64 packets decodes, so its rotation is unknown (taken as upright)")
         width, height = stream.codec_context.width, stream.codec_context.height
-        index = stream.index  # read while the container is open
-    if not pts:
-        raise VideoError(f"the video has no frames that demux ({demux_error or 'empty stream'})")
-    if len(pts) == 1:
-        raise VideoError(f"not a video: a still image (one frame, {codec} in {kind.split(',')[0]})")
-    rotation = _display_rotation(first_frame) if first_frame is not None else 0
-    damage = [f"demuxing stopped early ({demux_error})"] if demux_error else []
-    if first_frame is None:  # the rotation rides on a decoded frame: say it is a guess
-        damage.append("no frame of the first 64 packets decodes, so its rotation is unknown (taken as upright)")
-    if rotation in (90, 270):
-        width, height = height, width
-    times, keyframes, seek_points = _presentation(pts, dts, key, time_base, fps)
-    reordered = any(a is not None and b is not None and b < a for a, b in zip(pts, pts[1:]))
-    return Scan(index, codec, width, height, fps, rotation, declared, times,
-                keyframes, seek_points, "; ".join(damage), reordered)
+        if rotation in (90, 270):
+            width, height = height, width
+        fps = float(stream.average_rate) if stream.average_rate else None
+        times, keyframes, seek_points = _presentation(pts, dts, key, float(stream.time_base or 0), fps)
+        reordered = any(a is not None and b is not None and b < a for a, b in zip(pts, pts[1:]))
+        return Scan(stream.index, codec, width, height, fps, rotation, stream.frames or None, times,
+                    keyframes, seek_points, "; ".join(damage), reordered)
 
 
-def _presentation(pts: list, dts: list, key: list, time_base: float | None, fps: float | None):
-    """Frame times in presentation order (the order of packet pts), and the clean keyframes: a
-    keyframe at decode position k is one when every earlier packet shows before it and every later
-    one after it (no open-GOP frame needs the previous group), so decoding from it yields frames
-    k, k+1, ... in order. Without timestamps only the start is clean."""
+def _presentation(pts: list, dts: list, key: list, time_base: float, fps: float | None):
+    """Frame times in presentation order, and the clean keyframes (every earlier packet shows before, every later
+    one after: no open GOP), from which decoding yields the frames in order; without timestamps, only 0."""
     times = np.arange(len(pts)) / (fps or 25.0)  # without timestamps: the nominal rate
     positions = [0]
     if all(p is not None for p in pts):
@@ -207,8 +188,7 @@ def _native_stderr_silenced():
 
 @functools.cache
 def load_error(name: str) -> str | None:
-    """None when decoder `name` loads here; "" when it is not installed (decord has no wheel
-    on macOS or Linux aarch64); else why it is installed but cannot load."""
+    """None when decoder `name` loads; "" when not installed (decord has no macOS or aarch64 wheel); else why not."""
     try:
         if name == "decord":
             import decord  # noqa: F401
@@ -228,8 +208,7 @@ def _note(message: str) -> None:
 
 
 def available_decoders(*names_to_check: str) -> list[str]:
-    """The decoders `auto` tries here, in order; one that is installed but cannot load is left
-    out with a note. With names, only those are loaded (importing torchcodec takes seconds)."""
+    """The decoders `auto` tries, a note for each that cannot load; only `names_to_check` (torchcodec loads slowly)."""
     reasons = {name: load_error(name) for name in AUTO_ORDER if not names_to_check or name in names_to_check}
     for name, reason in reasons.items():
         if reason:
@@ -259,8 +238,7 @@ def unavailable_decoder(decoder: str, key: str = "runtime.decoder") -> str:
 
 
 def decode_device(device: str, codec: str) -> str:
-    """"cuda..." to decode with torchcodec on the GPU (NVDEC) when the features run on CUDA,
-    torchcodec loads and NVDEC handles the codec; "cpu" otherwise (one line says why)."""
+    """The CUDA device where torchcodec can decode `codec` with NVDEC there, else "cpu" (a note says why)."""
     if not str(device).startswith("cuda"):
         return "cpu"
     if load_error("torchcodec") is not None:
@@ -307,8 +285,7 @@ def _upright(frame, rotation: int) -> np.ndarray:
 
 
 def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
-    """The sampled frames by seeking to the clean keyframe before each one where that skips
-    frames, then decoding forward only as far as needed."""
+    """Seek to the clean keyframe before each sampled frame where that skips frames, then decode up to it."""
     import av
 
     picked: dict[int, np.ndarray] = {}
@@ -318,7 +295,7 @@ def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu")
         codec.thread_count = 1  # one thread per video, as decord and torchcodec here: workers parallelise
         position, frames = 0, _decoded(codec, container.demux(stream))
         for target in sorted(set(wanted)):
-            start = found.keyframe_before(target)
+            start = found.keyframes[int(np.searchsorted(found.keyframes, target, side="right")) - 1]
             if start > position:  # a seek skips the frames in between
                 packets, position = _seek(container, stream, codec, found, start)
                 frames = _decoded(codec, packets)
@@ -333,8 +310,8 @@ def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu")
 
 
 def _seek(container, stream, codec, found: Scan, start: int):
-    """(packets, position) from the clean keyframe at `start`; demuxers differ in which timestamp
-    they seek by (MP4: pts, AVI: dts), so try both and accept any clean keyframe up to `start`."""
+    """(packets, position) from the clean keyframe at `start`; demuxers seek by pts (MP4) or dts
+    (AVI), so try both and accept any clean keyframe up to `start`."""
     known = {stamps: position for position, stamps in found.seek_points.items()}
     for stamp in dict.fromkeys(found.seek_points[start]):
         if stamp is None:
@@ -363,12 +340,16 @@ def _decoded(codec, packets):
 
 def _decode_decord(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
     import decord
+    from decord._ffi.base import DECORDError  # a plain Exception
 
     with _native_stderr_silenced():
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-        if len(reader) != found.frame_count:  # its frame numbers would be other frames
-            raise _DecodedShort(f"decord counts {len(reader)} frames, the demuxer {found.frame_count}")
-        return reader.get_batch(wanted).asnumpy()
+        try:
+            reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            if len(reader) != found.frame_count:  # its frame numbers would be other frames
+                raise _DecodedShort(f"decord counts {len(reader)} frames, the demuxer {found.frame_count}")
+            return reader.get_batch(wanted).asnumpy()
+        except DECORDError as error:
+            raise RuntimeError(_first_line(error)) from None
 
 
 def _decode_torchcodec(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
@@ -424,34 +405,21 @@ def _window(found: Scan, start: float | None, end: float | None) -> tuple[int, i
 
 
 def _damage_warning(decoded: int, expected: int | None, damage: str, slack: int | None = None) -> str:
-    """Clearly fewer frames than expected (by default: than a header declares), or what the
-    scan found damaged: a cut or damaged file."""
+    """Clearly fewer frames than expected (by default: than a header declares), or what the scan found damaged."""
     slack = max(2, (expected or 0) // 50) if slack is None else slack
     said = [f"decoded {decoded} of {expected} frames"] if expected and expected - decoded > slack else []
     said += [damage] if damage else []
     return "; ".join(said) + ": damaged file?" if said else ""
 
 
-@functools.cache
-def _unreadable_errors() -> tuple[type[Exception], ...]:
-    """What the decoders raise on a file they cannot read; anything else is a bug, and crashes."""
-    import av
-
-    errors = (av.error.FFmpegError, RuntimeError, ValueError, OSError, EOFError, _DecodedShort)
-    if decord_available():
-        from decord._ffi.base import DECORDError  # a plain Exception
-
-        errors += (DECORDError,)
-    return errors
-
-
 def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
                 start: float | None = None, end: float | None = None, device: str = "cpu") -> Clip:
-    """num_frames upright RGB frames at the segment centres of the video (or of the frames shown
-    in [start, end) seconds), the same whichever decoder produced them: a file the one asked for
-    cannot decode faithfully or at all goes to PyAV, the reference. device: where the features
-    run; "cuda..." decodes with torchcodec on the GPU where NVDEC handles the codec."""
-    unreadable = _unreadable_errors()
+    """Frames at the segment centres of the video or of [start, end) s, alike from any decoder: what the one asked
+    for cannot decode faithfully goes to PyAV; device "cuda..." decodes with NVDEC where it can."""
+    import av
+
+    # what the decoders raise on a file they cannot read; anything else is a bug, and crashes
+    unreadable = (av.error.FFmpegError, RuntimeError, ValueError, OSError, EOFError, _DecodedShort)
     path = str(path)
     found = scan(path)
     window = _window(found, start, end)
