@@ -1,10 +1,7 @@
 """Heads x seeds through DVC's experiment queue -> a markdown table of mean ± std.
 
-    python -m actionrec.compare [--heads lstm,gru] [--seeds 0,1,2] [--jobs 1] [--timeout 1800]
-
-It cannot hang: a dvc-task/kombu race can kill the queue worker (`Unrecoverable error:
-JSONDecodeError`): queued experiments with no worker get one started again, a run "Running" with
-no worker is given up as lost, and the wait is bounded by --timeout."""
+It cannot hang: a dvc-task/kombu race can kill the queue worker (`Unrecoverable error: JSONDecodeError`):
+queued experiments get a worker again, a run "Running" with none is given up as lost, --timeout bounds the wait."""
 from __future__ import annotations
 
 import argparse

@@ -119,25 +119,20 @@ def one_video_note(metrics: dict) -> str:
     return f"{videos} test videos: one video is {100 / videos:.1f} points of accuracy." if videos else ""
 
 
-def per_class_note() -> str | None:
-    """Why the per-class chart is not drawn, when every class has only 1-2 test videos."""
-    path = Path(paths("evaluate")["confusion"])
-    counts = pd.read_csv(path)["actual"].value_counts() if path.is_file() else pd.Series()
-    if counts.empty or counts.max() > 2:
-        return None
-    return (f"Per-class test accuracy is not drawn: every class has {counts.min()}-{counts.max()} test "
-            "video(s), so each bar could only be 0, 0.5 or 1. The confusion matrix shows which videos "
-            "went wrong; a larger test split (more videos a class) makes the chart meaningful.")
-
-
 def plot_specs(base: str | None) -> tuple[dict[str, dict], dict[str, str]]:
     """({plot: Vega-Lite spec, base's data overlaid}, {plot: why not drawn}); plots only base has are left out."""
     out = command("dvc", "plots", "diff", "--json", base) if base else command("dvc", "plots", "show", "--json")
     specs = {name: entry["content"] for name, entries in json.loads(out).get("data", {}).items()
              for entry in entries if entry["type"] == "vega" and "workspace" in entry["revisions"]}
-    note, per_class = per_class_note(), paths("evaluate")["per_class_csv"]
-    notes = {per_class: note} if note and per_class in specs else {}
-    return {name: spec for name, spec in specs.items() if name not in notes}, notes
+    confusion, per_class = Path(paths("evaluate")["confusion"]), paths("evaluate")["per_class_csv"]
+    counts = pd.read_csv(confusion)["actual"].value_counts() if confusion.is_file() else pd.Series()
+    if per_class not in specs or counts.empty or counts.max() > 2:
+        return specs, {}
+    del specs[per_class]
+    return specs, {per_class: (
+        f"Per-class test accuracy is not drawn: every class has {counts.min()}-{counts.max()} test "
+        "video(s), so each bar could only be 0, 0.5 or 1. The confusion matrix shows which videos "
+        "went wrong; a larger test split (more videos a class) makes the chart meaningful.")}
 
 
 def write_report(base: str, out: Path, label: str | None = None) -> Path:

@@ -1,10 +1,7 @@
-"""`make verify`: after `make repro`, how close this machine came to what the commit says.
+"""`make verify`: after `make repro`, how close this machine came to what the commit says (docs/reproducibility.md).
 
     python -m actionrec.verify [--rev HEAD]       # one line per artifact; exit 1 only beyond tolerance
-    python -m actionrec.verify --write-reference  # the machine that commits dvc.lock: reference/features.npz
-
-What may differ (docs/reproducibility.md): data stages, nothing; features, by floating point, within
-TOLERANCE of reference clips; what follows from them, reported; headline metrics, within one test video."""
+    python -m actionrec.verify --write-reference  # the machine that commits dvc.lock: reference/features.npz"""
 from __future__ import annotations
 
 import argparse

@@ -26,22 +26,16 @@ OLD = "old pyav (two passes)"
 REAL_H264 = [Path("tests/data/kinetics_arm_wrestling.mp4"), Path("tests/data/short_32_frames.mp4")]
 
 
-def moving_frames(count: int, seed: int, width: int = 320, height: int = 240):
-    """Frames with texture and motion (a shifted noise image), so the encoder works as on film."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (height * 2, width * 2, 3), np.uint8)
-    base = ((base.astype(np.uint16) + np.roll(base, 1, 0) + np.roll(base, 1, 1)) // 3).astype(np.uint8)
-    for i in range(count):
-        y, x = (3 * i) % height, (2 * i) % width
-        yield base[y:y + height, x:x + width]
-
-
 def generated(name: str, frames: int, seed: int, gop: int | None = None) -> Path:
-    """A 320x240 MPEG-4 part 2 AVI at 25 fps, written once (frame by frame: memory stays small)."""
+    """A 320x240 MPEG-4 part 2 AVI at 25 fps, written once, frame by frame (memory stays small), of a
+    shifted noise image: texture and motion, so the encoder works as on film."""
     path = OUT / name
     if not path.exists():
+        base = np.random.default_rng(seed).integers(0, 256, (480, 640, 3), np.uint8)
+        base = ((base.astype(np.uint16) + np.roll(base, 1, 0) + np.roll(base, 1, 1)) // 3).astype(np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_avi(path, moving_frames(frames, seed), 25, gop)
+        shifts = ((3 * i % 240, 2 * i % 320) for i in range(frames))
+        write_avi(path, (base[y:y + 240, x:x + 320] for y, x in shifts), 25, gop)
     return path
 
 

@@ -39,13 +39,6 @@ def process_seconds(*command: str) -> float:
     return time.perf_counter() - start
 
 
-def seed_style(videos: list[str]) -> float:
-    with tempfile.TemporaryDirectory() as out:
-        listing = Path(out) / "videos.txt"
-        listing.write_text("\n".join(videos))
-        return 16 * len(videos) / process_seconds(sys.executable, "bench/seed_extract.py", str(listing), out)
-
-
 RESNET50_GFLOP = 8.18  # a 224x224 frame (4.09 G multiply-adds)
 
 
@@ -107,7 +100,10 @@ def main() -> None:
     print(f"{len(videos)} videos, {cfg['num_frames']} frames each, device {device}, torch threads "
           f"{torch.get_num_threads()}, compile {cfg['compile']}, batch {cfg['batch_frames']}, "
           f"workers {cfg['num_workers']}, decoder {cfg['decoder']}")
-    seed, decode = seed_style(videos), decode_only(videos, cfg)
+    with tempfile.TemporaryDirectory() as out:
+        (Path(out) / "videos.txt").write_text("\n".join(videos))
+        seed = 16 * len(videos) / process_seconds(sys.executable, "bench/seed_extract.py", f"{out}/videos.txt", out)
+    decode = decode_only(videos, cfg)
     print(f"1. seed-style extractor (whole process)  {seed:8.1f} frames/s")
     print(f"5. decode workers alone                 {decode:8.1f} frames/s")
     print(f"{'precision':<10} {'start-up s':>10} {'3. backbone alone':>18} {'2. code path':>13} {'2/1':>6} {'2/3':>6}")

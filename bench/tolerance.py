@@ -1,13 +1,9 @@
-"""How much do features differ from machine to machine? The measurements behind make verify's
-tolerances (actionrec/verify.py TOLERANCE).
+"""How much features differ from machine to machine: the measurements behind actionrec/verify.py TOLERANCE.
 
     python bench/tolerance.py   # after `make repro`
 
-Extracts `make verify`'s reference clips once per configuration below, each in its own process so
-that the variables that pick torch's, oneDNN's and OpenVINO's instruction set take effect (an
-older CPU, simulated on this one). Prints, per configuration, the max relative L2 distance of a
-frame feature from the reference, and, for scale, the smallest distance between frames of
-different clips and between two sampled frames of one clip."""
+`make verify`'s reference clips, extracted in a process per configuration (so that the variables that pick
+torch's, oneDNN's and OpenVINO's instruction set take effect: other CPUs, simulated on this one)."""
 from __future__ import annotations
 
 import argparse

@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per head")
     for name, default in {"train": 2700, "val": 340, "frames": 16, "dim": 2048, "classes": 25}.items():
         parser.add_argument(f"--{name}", type=int, default=default)
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="train.KEY=VALUE or runtime.train_threads=N")
+    parser.add_argument("-S", "--set", action="append", default=[],
+                        metavar="train.KEY=VALUE or runtime.train_threads=N")
     args = parser.parse_args()
     params = load_params("train", "runtime")
     for item in args.set:  # train.KEY or runtime.KEY, as dvc exp run -S
