@@ -1,14 +1,7 @@
 """Heads x seeds through DVC's experiment queue -> a markdown table of mean ± std.
 
-    python -m actionrec.compare [--heads lstm,gru,transformer,mean] [--seeds 0,1,2]
-                                [--jobs 1] [--timeout 1800] [--out metrics/compare.md]
-
-Queues one `dvc exp run --queue -n NAME -S train.head=H -S train.seed=S` per run, starts `dvc
-queue start`, follows their state in `dvc.api.exp_show()` until all have finished, and builds the
-table from the same rows; queued experiments run in temp dirs, the workspace stays as it was.
-It cannot hang: a dvc-task/kombu race can kill the queue worker (`Unrecoverable error:
-JSONDecodeError`): queued experiments with no worker get one started again, a run "Running" with
-no worker is given up as lost, and the wait is bounded by --timeout."""
+It cannot hang: a dvc-task/kombu race can kill the queue worker (`Unrecoverable error: JSONDecodeError`):
+queued experiments get a worker again, a run "Running" with none is given up as lost, --timeout bounds the wait."""
 from __future__ import annotations
 
 import argparse
@@ -23,22 +16,13 @@ from dvc.exceptions import DvcException
 
 from actionrec.errors import UserError, run_stage
 from actionrec.params import HEADS
-from actionrec.report import HEADLINE, command, one_video_note, stale
+from actionrec.report import HEADLINE, command, markdown, one_video_note, stale
 
 FINISHED = ("Success", "Failed", "Lost")
 
 
-def check_features_ready() -> None:
-    """Every queued experiment re-runs what is out of date: make sure that is only train and
-    evaluate, not the slow stages before them."""
-    before = sorted({name.split(":")[-1] for name in stale()} - {"train", "evaluate"})
-    if before:
-        raise UserError(f"stage(s) {', '.join(before)} not up to date: run 'make repro' (or 'dvc repro') "
-                        "first, or every experiment of the sweep redoes them")
-
-
 def queue_experiments(head: str, seeds: list[int], extra: list[str]) -> list[str]:
-    """Queue one experiment per seed for head, named here (so nothing is read from dvc's output)."""
+    """One experiment per seed, named here (so nothing is read from dvc's output)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     names = [f"{head}-seed{seed}-{stamp}" for seed in seeds]
     for name, seed in zip(names, seeds):
@@ -48,15 +32,13 @@ def queue_experiments(head: str, seeds: list[int], extra: list[str]) -> list[str
 
 
 def experiments() -> dict[str, dict]:
-    """Experiment name -> its row of dvc.api.exp_show() (state, params, metrics). A saved
-    experiment whose queue entry is gone has no state: it succeeded."""
+    """Name -> row of dvc.api.exp_show(); a saved experiment whose queue entry is gone has no state: it succeeded."""
     return {row["Experiment"]: dict(row, State=row.get("State") or "Success")
             for row in dvc.api.exp_show() if row.get("Experiment")}
 
 
 def workers() -> int:
-    """The queue workers alive. No public DVC call says it (`dvc queue status` prints it as
-    text): DVC's celery queue, the one internal used here, pinned by tests/test_review.py."""
+    """The queue workers alive: no public DVC call says it (an internal, pinned by tests/test_review.py)."""
     from dvc.repo import Repo
 
     with Repo() as repo:
@@ -65,8 +47,7 @@ def workers() -> int:
 
 def wait_for_queue(names: list[str], jobs: int, timeout: float, poll: float = 10.0,
                    log=print) -> dict[str, str]:
-    """Poll until every named experiment has finished; start a worker again when queued
-    experiments have none. Returns {name: Success | Failed | Lost}."""
+    """{name: Success | Failed | Lost} once all have finished; a worker is started again where none is left."""
     deadline = time.monotonic() + timeout
     restarts, workerless, lost, gone, last = 0, 0, set(), set(), None
     while time.monotonic() < deadline:
@@ -106,23 +87,23 @@ def wait_for_queue(names: list[str], jobs: int, timeout: float, poll: float = 10
                     "background: watch 'dvc queue status', then run this again with --collect")
 
 
-def markdown_table(rows: list[dict], heads: list[str]) -> str:
-    """Per head: the runs, and mean ± sample std over seeds of each headline metric."""
-    def mean_std(values: list[float]) -> str:
-        spread = f"{statistics.stdev(values):.3f}" if len(values) > 1 else "n/a"
-        return f"{statistics.mean(values):.3f} ± {spread}" if values else "n/a"
+def mean_std(values: list[float]) -> str:
+    spread = f"{statistics.stdev(values):.3f}" if len(values) > 1 else "n/a"
+    return f"{statistics.mean(values):.3f} ± {spread}" if values else "n/a"
 
-    lines = ["| head | runs (seeds) | " + " | ".join(HEADLINE.values()) + " |", "|---" * (len(HEADLINE) + 2) + "|"]
+
+def markdown_table(rows: list[dict], heads: list[str]) -> str:
+    body = []
     for head in heads:
         runs = sorted((r for r in rows if r.get("train.head") == head and r.get(next(iter(HEADLINE))) is not None),
                       key=lambda r: r.get("train.seed") or 0)
-        cells = [mean_std([float(r[key]) for r in runs if r.get(key) is not None]) for key in HEADLINE]
-        lines.append(f"| {head} | {len(runs)} ({','.join(str(int(r['train.seed'])) for r in runs)}) | "
-                     + " | ".join(cells) + " |")
+        body.append([head, f"{len(runs)} ({','.join(str(int(r['train.seed'])) for r in runs)})",
+                     *(mean_std([float(r[key]) for r in runs if r.get(key) is not None]) for key in HEADLINE)])
+    table = markdown(["head", "runs (seeds)", *HEADLINE.values()], body) + "\n"
     videos = {r.get("test_videos") for r in rows} - {None}
     if len(videos) == 1:
-        lines += ["", f"mean ± sample std over seeds; {one_video_note({'test_videos': int(videos.pop())})}"]
-    return "\n".join(lines) + "\n"
+        table += f"\nmean ± sample std over seeds; {one_video_note({'test_videos': int(videos.pop())})}\n"
+    return table
 
 
 def main() -> None:
@@ -144,7 +125,11 @@ def main() -> None:
     start = time.monotonic()
     names = args.collect or None
     if args.collect is None:
-        check_features_ready()
+        # every experiment re-runs what is out of date: only train and evaluate may be
+        before = sorted({name.split(":")[-1] for name in stale()} - {"train", "evaluate"})
+        if before:
+            raise UserError(f"stage(s) {', '.join(before)} not up to date: run 'make repro' (or 'dvc repro') "
+                            "first, or every experiment of the sweep redoes them")
         names = [name for head in heads for name in queue_experiments(head, args.seeds, args.set)]
         print(f"queued {len(names)} experiments: {', '.join(names)}")
         command("dvc", "queue", "start", "-j", str(args.jobs), timeout=120)

@@ -1,5 +1,4 @@
-"""Errors a user can fix, and how a command ends on one: a single line, exit code 2.
-Imported by every module that raises them (no torch, no other project module)."""
+"""Errors a user can fix, and how a command ends on one: a single line, exit code 2 (no heavy imports)."""
 import inspect
 import sys
 from pathlib import Path
@@ -14,17 +13,13 @@ class ParamsError(UserError, ValueError):
 
 
 def fail(message: str) -> None:
-    """End the command with one line on stderr and exit code 2."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 
 def run_stage(main) -> None:
-    """Run main(), with the command line's arguments as its positional parameters when it has
-    any (dvc.yaml's `cmd` passes a stage its paths: dvc.yaml names them once); a user error
-    ends it with one line on stderr and exit code 2."""
-    wanted = [name for name, p in inspect.signature(main).parameters.items()  # none: main parses its
-              if p.default is inspect.Parameter.empty]                        # own options
+    """Run main(), passing the command line's arguments if it takes any (dvc.yaml's cmd gives a stage its paths)."""
+    wanted = [name for name, p in inspect.signature(main).parameters.items() if p.default is inspect.Parameter.empty]
     args = sys.argv[1:] if wanted else []
     if len(args) != len(wanted):
         fail(f"usage: {sys.argv[0]} {' '.join(w.upper() for w in wanted)} (dvc.yaml's cmd gives them)")

@@ -1,9 +1,5 @@
-"""requirements.lock, the full lock that `make venv` installs: read it and check it.
-
-`make lock` writes it (uv pip compile). `make venv` runs, in a bare venv (so this module needs only
-the standard library and pip), `python -m actionrec.lock check` (one line and exit 2 if the lock
-can't serve here), then `... select pip setuptools` (those entries, to install them first).
-"""
+"""requirements.lock, the full lock that `make venv` installs: `check` it, `select` entries.
+`make venv` runs this in a bare venv, so it needs only the standard library and pip."""
 from __future__ import annotations
 
 import platform
@@ -30,7 +26,7 @@ _HASH = re.compile(r"\s--hash=(\S+)")
 
 
 class LockError(Exception):
-    """A problem with the lock or requirements.txt; the message says how to fix it."""
+    """The message says how to fix it."""
 
 
 class LockEntry(NamedTuple):
@@ -42,21 +38,18 @@ class LockEntry(NamedTuple):
 
 
 def read_lock(path: Path = LOCK) -> list[LockEntry]:
-    """Every entry of a pip-format lock: `name==version ; marker --hash=... --hash=...`."""
     entries = []
     for text in _logical_lines(path):
-        hashes = _HASH.findall(text)
         requirement = _requirement(_HASH.sub("", text).strip(), path)
         pins = [spec.version for spec in requirement.specifier if spec.operator == "=="]
         if len(pins) != 1 or len(requirement.specifier) != 1:
             raise LockError(f"{path.name}: {requirement.name} is not pinned with ==: run `make lock`")
         entries.append(LockEntry(canonicalize_name(requirement.name), pins[0], requirement.marker,
-                                 hashes, text))
+                                 _HASH.findall(text), text))
     return entries
 
 
 def read_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
-    """The direct requirements: one per line, comments and blank lines skipped."""
     return [_requirement(line, path) for line in _logical_lines(path)]
 
 
@@ -69,7 +62,7 @@ def _requirement(text: str, path: Path) -> Requirement:
 
 
 def _logical_lines(path: Path) -> list[str]:
-    """The file's lines with their backslash continuations joined; comments and blank lines dropped."""
+    """Lines, backslash continuations joined; comments and blank lines dropped."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -79,18 +72,14 @@ def _logical_lines(path: Path) -> list[str]:
 
 
 def applies(marker: Marker | None, environment: dict[str, str] | None = None) -> bool:
-    """Whether an entry with this marker is installed in `environment` (None: this Python)."""
     return marker is None or marker.evaluate(environment)
 
 
 def lock_problems(requirements: list[Requirement], entries: list[LockEntry],
                   environment: dict[str, str] | None = None) -> list[str]:
-    """What the lock gets wrong for the direct requirements in one environment, one phrase each:
-    a requirement with no entry, with an entry of another version, or with two entries."""
+    """What the lock gets wrong for the direct requirements in one environment, one phrase each."""
     problems = []
-    for requirement in requirements:
-        if not applies(requirement.marker, environment):
-            continue
+    for requirement in (r for r in requirements if applies(r.marker, environment)):
         name = canonicalize_name(requirement.name)
         versions = [entry.version for entry in entries
                     if entry.name == name and applies(entry.marker, environment)]
@@ -111,36 +100,31 @@ def lock_environments(path: Path = PYPROJECT) -> list[str]:
     return tomllib.loads(path.read_text())["tool"]["uv"]["environments"]
 
 
-def check(lock: Path = LOCK, requirements: Path = REQUIREMENTS,
-          pyproject: Path = PYPROJECT) -> str:
-    """Raise LockError unless the lock serves this Python and platform and agrees with
-    requirements.txt; return a one-line summary of what it will install here."""
-    entries = read_lock(lock)
+def check() -> str:
+    """Raise LockError unless the lock serves this platform and agrees with requirements.txt; a summary."""
+    entries = read_lock()
     if not entries:
-        raise LockError(f"{lock.name} is empty: run `make lock`")
+        raise LockError(f"{LOCK.name} is empty: run `make lock`")
     here = [entry for entry in entries if applies(entry.marker)]
     if not here:
         try:
-            covered = "; ".join(lock_environments(pyproject))
+            covered = "; ".join(lock_environments())
         except (ImportError, OSError, KeyError, ValueError):  # no tomllib before Python 3.11
             covered = "see [tool.uv] environments in pyproject.toml"
         raise LockError(
-            f"{lock.name} has nothing for Python {platform.python_version()} on "
+            f"{LOCK.name} has nothing for Python {platform.python_version()} on "
             f"{sys.platform} {platform.machine()}; it covers: {covered}. Use one of those "
             f"(e.g. `make venv PYTHON=python3.11`), or add this platform there and run `make lock`")
-    problems = lock_problems(read_requirements(requirements), entries)
-    if problems:
-        raise LockError(f"{lock.name} is out of date with {requirements.name} "
-                        f"({'; '.join(problems)}): run `make lock`")
-    return f"{lock.name}: {len(here)} packages for this Python and platform"
+    if problems := lock_problems(read_requirements(), entries):
+        raise LockError(f"{LOCK.name} is out of date with {REQUIREMENTS.name} ({'; '.join(problems)}): run `make lock`")
+    return f"{LOCK.name}: {len(here)} packages for this Python and platform"
 
 
 def select(names: list[str]) -> str:
     """The lock's entries for these packages (that apply here), as a lock of their own."""
     wanted = {canonicalize_name(name) for name in names}
     chosen = [entry for entry in read_lock() if entry.name in wanted and applies(entry.marker)]
-    missing = wanted - {entry.name for entry in chosen}
-    if missing:
+    if missing := wanted - {entry.name for entry in chosen}:
         raise LockError(f"requirements.lock has no {', '.join(sorted(missing))} for this "
                         f"platform: add it to requirements.txt and run `make lock`")
     return "".join(entry.text + "\n" for entry in chosen)
@@ -148,7 +132,7 @@ def select(names: list[str]) -> str:
 
 def main(argv: list[str]) -> None:
     try:
-        if argv[:1] == ["check"] and len(argv) == 1:
+        if argv == ["check"]:
             print(check())
         elif argv[:1] == ["select"] and len(argv) > 1:
             sys.stdout.write(select(argv[1:]))

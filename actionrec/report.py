@@ -1,13 +1,9 @@
 """PR review without a network: params, metrics and plots of the workspace against a revision.
 
-    python -m actionrec.report report --base main   # report/report.md + one PNG a plot
-    python -m actionrec.report review --base main   # the same, against main reproduced here
-    python -m actionrec.report plots [--base REV]   # report/plots.html, self-contained
+    python -m actionrec.report report|review|plots [--base REV] [--out report]
 
-Params and metrics come from DVC's Python API (dvc.api.params_show, metrics_show); the plots are
-DVC's own Vega-Lite specs (`dvc plots diff --json`), rendered by vl-convert, which bundles Vega:
-no plotting code here, and no fetch from a CDN (which the page `dvc plots show` writes needs).
-"""
+The plots are DVC's own Vega-Lite specs, rendered by vl-convert, which bundles Vega: no plotting
+code here, and no fetch from a CDN (which the page `dvc plots show` writes needs)."""
 from __future__ import annotations
 
 import argparse
@@ -35,13 +31,13 @@ HEADLINE = {"test_accuracy": "test accuracy", "test_macro_f1": "test macro-F1",
 
 def one_video(key: str, videos: int, classes: int) -> float:
     """How far one test video can move a headline metric: 1/N of an accuracy, 2/C of a macro-F1
-    (the F1 of at most two classes, each by at most 1), twice 1/N of a gain (two accuracies)."""
+    (two classes' F1, each by at most 1), twice 1/N of a gain (two accuracies)."""
     return (2 / classes if "f1" in key else 1 / videos) * (2 if "gain" in key else 1)
 
 
 def command(*args: str, cwd: Path | None = None, timeout: float | None = None) -> str:
-    """Stdout of a command (dvc, git); when it fails, a UserError with its last error line. Temp
-    files, not pipes: `dvc queue start` leaves a daemon holding them, which a pipe would wait for."""
+    """Stdout; a UserError with its last error line on failure. Temp files, not pipes: `dvc queue
+    start` leaves a daemon holding them, which a pipe would wait for."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         try:
             code = subprocess.run(args, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -57,7 +53,6 @@ def command(*args: str, cwd: Path | None = None, timeout: float | None = None) -
 
 
 def stale() -> list[str]:
-    """The stages that `dvc status` finds out of date."""
     return sorted(json.loads(command("dvc", "status", "--json", timeout=300) or "{}"))
 
 
@@ -68,7 +63,7 @@ def git_show(rev: str, path: str) -> bytes | None:
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"train": {"head": "gru"}} -> {"train.head": "gru"}."""
+    """{"train": {"head": "gru"}} -> {"train.head": "gru"}"""
     out = {}
     for key, value in tree.items():
         out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
@@ -76,19 +71,16 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def changed(old: dict, new: dict) -> list[str]:
-    """The keys whose values differ between two flat dicts (either may lack a key)."""
     return [key for key in {**old, **new} if old.get(key) != new.get(key)]
 
 
 def moves(old: dict, new: dict) -> str:
-    """"key old -> new" for each key whose value differs."""
     return ", ".join(f"{key} {old.get(key)} -> {new.get(key)}" for key in changed(old, new))
 
 
 def results(rev: str | None) -> tuple[dict, dict]:
-    """(params, metrics) at a git revision (None: the workspace), flat, through DVC's API. A
-    metrics file that dvc.yaml declares but the revision or the workspace lacks is left out
-    (DVC 3.67 fails on it, even at a revision that has it, when the workspace does not)."""
+    """Flat (params, metrics) at rev (None: the workspace). A metrics file that the revision or the
+    workspace lacks is left out: DVC 3.67 fails on it, even at a revision that has it."""
     try:
         params = flatten(dvc.api.params_show(rev=rev))
         try:
@@ -108,7 +100,6 @@ def fmt(value) -> str:
 
 
 def rows(old: dict | None, new: dict, keys, names: dict | None = None) -> list[list[str]]:
-    """[name, old, new, change] per key (without old: [name, new])."""
     out = []
     for key in keys:
         name, then, now = (names or {}).get(key, key), (old or {}).get(key), new.get(key)
@@ -119,7 +110,8 @@ def rows(old: dict | None, new: dict, keys, names: dict | None = None) -> list[l
 
 
 def markdown(header: list[str], body: list[list[str]]) -> str:
-    return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *body])
+    return "\n".join(["| " + " | ".join(header) + " |", "|---" * len(header) + "|",
+                      *("| " + " | ".join(row) + " |" for row in body)])
 
 
 def one_video_note(metrics: dict) -> str:
@@ -127,33 +119,24 @@ def one_video_note(metrics: dict) -> str:
     return f"{videos} test videos: one video is {100 / videos:.1f} points of accuracy." if videos else ""
 
 
-def per_class_note() -> str | None:
-    """Why the per-class chart is not drawn, when every class has only 1-2 test videos: each
-    bar could only be 0, 0.5 or 1, and the chart would say nothing."""
-    path = Path(paths("evaluate")["confusion"])
-    counts = pd.read_csv(path)["actual"].value_counts() if path.is_file() else pd.Series()
-    if counts.empty or counts.max() > 2:
-        return None
-    return (f"Per-class test accuracy is not drawn: every class has {counts.min()}-{counts.max()} test "
-            "video(s), so each bar could only be 0, 0.5 or 1. The confusion matrix shows which videos "
-            "went wrong; a larger test split (more videos a class) makes the chart meaningful.")
-
-
 def plot_specs(base: str | None) -> tuple[dict[str, dict], dict[str, str]]:
-    """(plot name -> Vega-Lite spec, with BASE's data overlaid if given; plot name -> why it
-    is not drawn). Plots that only BASE defines (e.g. under an older dvc.yaml) are left out."""
+    """({plot: Vega-Lite spec, base's data overlaid}, {plot: why not drawn}); plots only base has are left out."""
     out = command("dvc", "plots", "diff", "--json", base) if base else command("dvc", "plots", "show", "--json")
     specs = {name: entry["content"] for name, entries in json.loads(out).get("data", {}).items()
              for entry in entries if entry["type"] == "vega" and "workspace" in entry["revisions"]}
-    note, per_class = per_class_note(), paths("evaluate")["per_class_csv"]
-    notes = {per_class: note} if note and per_class in specs else {}
-    return {name: spec for name, spec in specs.items() if name not in notes}, notes
+    confusion, per_class = Path(paths("evaluate")["confusion"]), paths("evaluate")["per_class_csv"]
+    counts = pd.read_csv(confusion)["actual"].value_counts() if confusion.is_file() else pd.Series()
+    if per_class not in specs or counts.empty or counts.max() > 2:
+        return specs, {}
+    del specs[per_class]
+    return specs, {per_class: (
+        f"Per-class test accuracy is not drawn: every class has {counts.min()}-{counts.max()} test "
+        "video(s), so each bar could only be 0, 0.5 or 1. The confusion matrix shows which videos "
+        "went wrong; a larger test split (more videos a class) makes the chart meaningful.")}
 
 
 def write_report(base: str, out: Path, label: str | None = None) -> Path:
-    """report.md and its PNGs in OUT, workspace vs BASE (named `label` in the title, if
-    given): the headline metrics first, then only the params and metrics that changed, all of
-    them folded, then the plots."""
+    """report.md and its PNGs: headline metrics, then what changed, all of it folded, then the plots."""
     import vl_convert
 
     name = label or base
@@ -183,8 +166,7 @@ def write_report(base: str, out: Path, label: str | None = None) -> Path:
 
 
 def write_html(base: str | None, path: Path) -> Path:
-    """One page with every plot; Vega, Vega-Lite and vega-embed inlined, so it draws offline.
-    When all charts have drawn, <body> gets data-rendered="<count>" (the browser test reads it)."""
+    """Every plot on one page that draws offline; <body data-rendered="N"> once all N have drawn."""
     import vl_convert
 
     specs, notes = plot_specs(base)
@@ -217,11 +199,9 @@ Promise.all(specs.map((spec, i) => vegaEmbed("#plot" + i, spec, {{renderer: "svg
 
 
 def reproduce(base: str) -> str:
-    """`make review`: features, so metrics, differ slightly from machine to machine
-    (docs/reproducibility.md), and against BASE's committed metrics a head reproduced here would
-    show what the machine changed. So BASE is reproduced here too, in a temporary git worktree on
-    this repository's DVC cache and run-cache (what base and head share runs once); the commit of
-    its results, on the private ref refs/review/base, is what the workspace is reported against."""
+    """`make review`: metrics differ slightly from machine to machine, so base is reproduced here
+    too (a temporary worktree on this DVC cache, so what both share runs once); returns the commit
+    of its results, kept on refs/review/base."""
     commit = command("git", "rev-parse", "--verify", f"{base}^{{commit}}").strip()
     cache = Path(command("dvc", "cache", "dir").strip()).resolve()
     with tempfile.TemporaryDirectory(prefix="review-base-") as tmp:

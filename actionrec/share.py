@@ -1,14 +1,8 @@
-"""Share runs with a team through the DVC remote: `make push`.
+"""`make push`: `dvc push --run-cache`, then the outputs of every saved run.
 
-    python -m actionrec.share [--remote NAME]
-
-`dvc push --run-cache` sends the run-cache entries and the data of the workspace, but not the
-outputs kept in git (metrics and plots, `cache: false`) of runs that are not in the workspace
-(DVC 3.67). A teammate's `dvc exp run --pull -S train.lr=3e-4` then finds the run but cannot
-restore it, and trains again. So this pushes, after `dvc push --run-cache`, the outputs of
-every saved run, through DVC's own run-cache and remote code: no public API does it, and
-tests/test_review.py pins the internals used. Teammates need nothing but DVC:
-`dvc pull --run-cache`, then `dvc repro` or `dvc exp run --pull -S ...`."""
+DVC 3.67's push leaves out the git-kept outputs (metrics, plots) of runs not in the workspace, so a
+teammate's `dvc exp run --pull` finds the run but trains again. No public API pushes them: the
+internals used are pinned by tests/test_review.py. Teammates need only `dvc pull --run-cache`."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +21,7 @@ def run_cache_entries(repo: Repo) -> list[tuple[str, str]]:
 
 
 def push(remote: str | None = None) -> int:
-    """dvc push --run-cache, then the outputs of every saved run; the number of files sent."""
+    """The number of files sent."""
     try:
         with Repo() as repo:
             pushed = repo.push(remote=remote, run_cache=True)

@@ -1,14 +1,7 @@
-"""`make verify`: after `make repro`, how close this machine came to what the commit says.
+"""`make verify`: after `make repro`, how close this machine came to what the commit says (docs/reproducibility.md).
 
     python -m actionrec.verify [--rev HEAD]       # one line per artifact; exit 1 only beyond tolerance
-    python -m actionrec.verify --write-reference  # the machine that commits dvc.lock: reference/features.npz
-
-Every output in dvc.lock that differs from the commit is named, with how far. What may differ
-(docs/reproducibility.md): data stages, nothing; features, by floating point (CPU instruction
-set, threads, GPU, precision), so a few reference clips are extracted again and compared with
-those the committing machine stored, within TOLERANCE; what follows from the features (model,
-curves) is reported; headline metrics and test predictions, within one test video.
-"""
+    python -m actionrec.verify --write-reference  # the machine that commits dvc.lock: reference/features.npz"""
 from __future__ import annotations
 
 import argparse
@@ -42,14 +35,13 @@ def verdict(distance: float, tolerance: float) -> str:
 
 
 def lock_outputs(lock: dict) -> dict[str, tuple[str, str | None]]:
-    """{output path: (stage, hash)} of every stage in a parsed dvc.lock."""
+    """{output path: (stage, hash)}"""
     return {out["path"]: (stage, out.get("md5") or out.get("hash"))
             for stage, entry in (lock or {}).get("stages", {}).items() for out in entry.get("outs", [])}
 
 
 def how_far(path: str, old: bytes, new: bytes) -> str:
-    """What differs between two versions of an output kept in git: the JSON values that
-    moved, or a table's differing rows and largest numeric difference."""
+    """The JSON values that moved, or a table's differing rows and largest numeric difference."""
     try:
         if path.endswith(".json"):
             return moves(flatten(json.loads(old)), flatten(json.loads(new)))
@@ -68,9 +60,8 @@ def how_far(path: str, old: bytes, new: bytes) -> str:
 
 
 def check_outputs(rev: str) -> list[tuple[str, str]]:
-    """One line per output in dvc.lock: identical to the commit's (the bytes of one kept in git,
-    else the hash), or how far from it. A data stage's output must be identical; the others follow
-    from the features, which check_features judges: their differences are reported, not failed."""
+    """A line per output in dvc.lock: identical (bytes if in git, else hash) or how far. Only data stages
+    fail: the others follow from the features, which check_features judges."""
     theirs = lock_outputs(yaml.safe_load(git_show(rev, "dvc.lock")))
     ours = lock_outputs(yaml.safe_load(Path("dvc.lock").read_text()))
     lines = []
@@ -89,17 +80,15 @@ def check_outputs(rev: str) -> list[tuple[str, str]]:
     return lines
 
 
-def reference_videos(video_list: pd.Series, count: int = REFERENCE_CLIPS) -> list[str]:
-    """count videos spread evenly over the sorted list (so over the classes)."""
-    step = max(1, len(video_list) // count)
-    return list(video_list.iloc[::step][:count])
+def reference_videos() -> list[str]:
+    """REFERENCE_CLIPS videos spread evenly over the sorted list (so over the classes)."""
+    videos = pd.read_csv(paths("features")["video_list"], keep_default_na=False)["video"]
+    return list(videos.iloc[::max(1, len(videos) // REFERENCE_CLIPS)][:REFERENCE_CLIPS])
 
 
 def extract_clips(videos: list[str], features_cfg: dict, runtime_cfg: dict, compiled: bool = False,
                   ) -> tuple[np.ndarray, str]:
-    """float32 [K, T, D] features of the clips through the features stage's own code path
-    (decoding, preprocessing, backbone), one clip a batch, eager unless compiled; and the
-    precision used."""
+    """(float32 [K, T, D] features through the features stage's own code path, the precision used)."""
     from actionrec.backbone import inference_backbone
     from actionrec.device import resolve_runtime
     from actionrec.extract import iter_features
@@ -116,17 +105,17 @@ def extract_clips(videos: list[str], features_cfg: dict, runtime_cfg: dict, comp
 
 
 def relative_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per frame: |a - b| / |b| over the feature dimension."""
+    """Per frame: |a - b| / |b|"""
     return np.linalg.norm(a - b, axis=-1) / np.maximum(np.linalg.norm(b, axis=-1), 1e-12)
 
 
 def write_reference(params: dict) -> Path:
-    """Extract the reference clips on this machine, in fp32, and save them with what made them."""
+    """Extract the reference clips here, in fp32, and save them with what made them."""
     from actionrec.download import sha256_of
 
     features = dict(params["features"], precision="fp32")  # with the videos, what fixes its values
     root = Path(params["data"]["root"])
-    videos = reference_videos(pd.read_csv(paths("features")["video_list"], keep_default_na=False)["video"])
+    videos = reference_videos()
     feats, _ = extract_clips([str(root / v) for v in videos], features, params["runtime"])
     meta = {"videos": videos, "sha256": [sha256_of(root / v) for v in videos], "params": features,
             "precision": "fp32", "machine": f"{platform.system()} {platform.machine()} {cpu_name()}"}
@@ -144,7 +133,7 @@ def cpu_name() -> str:
 
 
 def check_features(params: dict, reference: bytes | None) -> tuple[str, str]:
-    """Re-extract the reference clips here; compare with the committed reference (npz bytes)."""
+    """Re-extract the reference clips here; compare with the committed npz bytes."""
     from actionrec.download import sha256_of
 
     if reference is None:
@@ -166,7 +155,6 @@ def check_features(params: dict, reference: bytes | None) -> tuple[str, str]:
 
 
 def check_metrics(committed: dict, workspace: dict) -> list[tuple[str, str]]:
-    """Headline metrics: equal, or within what one test video changes."""
     lines = []
     for key in (key for key in HEADLINE if key in committed):
         ours, theirs = workspace.get(key), committed[key]
@@ -181,7 +169,7 @@ def check_metrics(committed: dict, workspace: dict) -> list[tuple[str, str]]:
 
 
 def check_predictions(committed_csv: bytes) -> tuple[str, str]:
-    """How many test videos get the committed prediction (evaluate's confusion plot, in order)."""
+    """How many test videos get the committed prediction."""
     theirs = pd.read_csv(io.BytesIO(committed_csv))
     ours = pd.read_csv(paths("evaluate")["confusion"])
     if len(ours) != len(theirs) or list(ours["actual"]) != list(theirs["actual"]):
@@ -191,16 +179,17 @@ def check_predictions(committed_csv: bytes) -> tuple[str, str]:
 
 
 def verify(rev: str = "HEAD") -> int:
-    """Print one line per artifact; the number of artifacts beyond tolerance."""
+    """Print one line per artifact; return how many are beyond tolerance."""
     params = load_params("data", "features", "runtime")
     if not Path("dvc.lock").is_file() or git_show(rev, "dvc.lock") is None:
         raise UserError(f"nothing to compare: run 'make repro' first, and commit dvc.lock at {rev}")
-    if stale():
-        raise UserError(f"the workspace is not what dvc.lock says (stale: {', '.join(stale())}): run 'make repro' first")
+    if out_of_date := stale():
+        raise UserError(f"the workspace is not what dvc.lock says (stale: {', '.join(out_of_date)}): "
+                        "run 'make repro' first")
     (old_params, committed), (new_params, workspace) = results(rev), results(None)
-    lines = [("differs", f"params.yaml: {moves(old_params, new_params)} (not {rev}'s: an experiment is "
-                         "applied? the rest compares other params' results)") if changed(old_params, new_params) else ("identical", "params.yaml")]
-    lines += check_outputs(rev)
+    lines = [("differs", f"params.yaml: {moves(old_params, new_params)} (not {rev}'s: an experiment is applied? "
+              "the rest compares other params' results)") if changed(old_params, new_params) else
+             ("identical", "params.yaml"), *check_outputs(rev)]
     lines.append(check_features(params, git_show(rev, str(REFERENCE))))
     lines += check_metrics(committed, workspace)
     lines.append(check_predictions(git_show(rev, paths("evaluate")["confusion"])))

@@ -1,10 +1,8 @@
-"""Decoder benchmark: frames/s of sample_clip (16 sampled frames per video) per decoder, on
-short UCF-101-like clips and on a 10-minute 320x240 MPEG-4 AVI, beside the old two-pass
-PyAV reader. Prints a markdown table (docs/decoding.md holds the measured one).
+"""Decoder benchmark: frames/s of sample_clip (16 frames a video) per decoder, beside the old two-pass PyAV reader.
 
-    python bench/decode.py [--clips 8] [--minutes 10] [--repeat 3]
+    python bench/decode.py [--clips 15] [--minutes 10] [--repeat 3]
 
-The generated videos go to data/bench/ (git-ignored) and are reused by later runs."""
+Prints a markdown table; the generated videos are kept in data/bench/ (git-ignored) for later runs."""
 from __future__ import annotations
 
 import argparse
@@ -28,28 +26,21 @@ OLD = "old pyav (two passes)"
 REAL_H264 = [Path("tests/data/kinetics_arm_wrestling.mp4"), Path("tests/data/short_32_frames.mp4")]
 
 
-def moving_frames(count: int, seed: int, width: int = 320, height: int = 240):
-    """Frames with texture and motion (a shifted noise image), so the encoder works as on film."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (height * 2, width * 2, 3), np.uint8)
-    base = ((base.astype(np.uint16) + np.roll(base, 1, 0) + np.roll(base, 1, 1)) // 3).astype(np.uint8)
-    for i in range(count):
-        y, x = (3 * i) % height, (2 * i) % width
-        yield base[y:y + height, x:x + width]
-
-
 def generated(name: str, frames: int, seed: int, gop: int | None = None) -> Path:
-    """A 320x240 MPEG-4 part 2 AVI at 25 fps, written once (frame by frame: memory stays small)."""
+    """A 320x240 MPEG-4 part 2 AVI at 25 fps, written once, frame by frame (memory stays small), of a
+    shifted noise image: texture and motion, so the encoder works as on film."""
     path = OUT / name
     if not path.exists():
+        base = np.random.default_rng(seed).integers(0, 256, (480, 640, 3), np.uint8)
+        base = ((base.astype(np.uint16) + np.roll(base, 1, 0) + np.roll(base, 1, 1)) // 3).astype(np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_avi(path, moving_frames(frames, seed), 25, gop)
+        shifts = ((3 * i % 240, 2 * i % 320) for i in range(frames))
+        write_avi(path, (base[y:y + 240, x:x + 320] for y, x in shifts), 25, gop)
     return path
 
 
 def old_two_pass_pyav(path: str, num_frames: int) -> np.ndarray:
-    """The reader before sparse decoding: count every decoded frame, then decode again up to
-    the last sampled one (kept here only to compare)."""
+    """The reader before sparse decoding, kept to compare: count the frames, then decode up to the last sampled one."""
     def decoded(container):
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -68,7 +59,7 @@ def old_two_pass_pyav(path: str, num_frames: int) -> np.ndarray:
 
 
 def timed_run(paths: list[Path], decoder: str) -> tuple[float, Counter]:
-    """Seconds for one pass over paths; which decoder produced each video's frames."""
+    """(seconds for one pass over paths, which decoder produced each video's frames)"""
     used = Counter()
     start = time.perf_counter()
     for path in paths:
@@ -99,14 +90,12 @@ def main() -> None:
             print(f"({name} cannot load here: {load_error(name) or 'not installed'})")
     for name in decoders:  # load each library once before timing
         sample_clip(SAMPLE_CLIP, 16, name)
-    rows = [*decoders, "auto", OLD]
-    best: dict[tuple[str, str], float] = {}
-    used: dict[tuple[str, str], Counter] = {}
+    rows, best, used = [*decoders, "auto", OLD], {}, {}
     for _ in range(args.repeat):  # rounds over all decoders, so a busy spell hits them alike
         for decoder in rows:
             for title, paths in sets.items():
                 seconds, used[decoder, title] = timed_run(paths, decoder)
-                best[decoder, title] = min(best.get((decoder, title), float("inf")), seconds)
+                best[decoder, title] = min(best.get((decoder, title), seconds), seconds)
     print(f"{datetime.date.today()}, {cpu_name()}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}; 16 frames per video, best of {args.repeat} rounds")
     print("| decoder | " + " | ".join(f"{title} ({len(paths)} video{'s' * (len(paths) > 1)}), frames/s"

@@ -1,13 +1,10 @@
-"""Feature-extraction benchmark: frames/s of the seed-style extractor, the project's features
-code path and the backbone alone on random input (the ceiling), in each precision (fp32, bf16,
-int8), on the same videos; and the fp32 bound: this CPU's measured fp32 GEMM rate over the 8.18
-GFLOP of a ResNet50 frame at 224x224.
+"""Feature-extraction benchmark: frames/s of the seed-style extractor, the features code path, the backbone alone.
 
     python bench/extract.py [--videos 200] [--precisions fp32,bf16,int8] [--whole]
 
-The seed-style extractor always runs as a whole process (bench/seed_extract.py, start-up
-included); --whole also times `dvc repro -f -s features`, the stage as users run it, likewise
-(in params.yaml's precision). Start-up: building the backbone (int8: quantizing it)."""
+Per precision, on the same videos, beside the fp32 bound (this CPU's fp32 GEMM rate over a ResNet50
+frame's FLOPs). The seed-style extractor, and with --whole `dvc repro -f -s features`, are timed as
+whole processes, start-up included; a precision's start-up is building (int8: quantizing) the backbone."""
 from __future__ import annotations
 
 import argparse
@@ -36,22 +33,17 @@ def bench_videos(root: Path, count: int) -> list[str]:
     return [str(root / v) for v in picked["video"]][:count]
 
 
-def seed_style(paths: list[str]) -> float:
-    """frames/s of bench/seed_extract.py as a whole process, start-up included."""
-    with tempfile.TemporaryDirectory() as out:
-        listing = Path(out) / "videos.txt"
-        listing.write_text("\n".join(paths))
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "bench/seed_extract.py", str(listing), out], check=True,
-                       stdout=subprocess.DEVNULL)
-        return 16 * len(paths) / (time.perf_counter() - start)
+def process_seconds(*command: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
 
 
 RESNET50_GFLOP = 8.18  # a 224x224 frame (4.09 G multiply-adds)
 
 
 def fp32_gemm_gflops(seconds: float = 3.0, n: int = 2048) -> float:
-    """This CPU's fp32 matrix-multiply rate, best of repeated n x n products on torch's threads."""
+    """This CPU's fp32 matrix-multiply rate: the best of n x n products on torch's threads."""
     a, b, best = torch.randn(n, n), torch.randn(n, n), 0.0
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -62,8 +54,7 @@ def fp32_gemm_gflops(seconds: float = 3.0, n: int = 2048) -> float:
 
 
 def warmed_up_backbone(cfg: dict, device: torch.device) -> torch.nn.Module:
-    """The stage's backbone after one batch: compiling and kernel choice are start-up, timed
-    with the whole stage (--whole), not here."""
+    """The stage's backbone after one batch: compiling and kernel choice are start-up."""
     model = inference_backbone(cfg, device, cfg["batch_frames"])
     if not cfg["compile"] or cfg["precision"] == "int8":  # a compiled model already ran one batch
         crop = model.preprocessing["crop"]
@@ -72,23 +63,20 @@ def warmed_up_backbone(cfg: dict, device: torch.device) -> torch.nn.Module:
     return model
 
 
-def decode_only(paths: list[str], cfg: dict) -> float:
-    """frames/s of the decode workers alone (decode, sample, resize, crop): the input ceiling."""
-    dataset = ClipDataset(paths, cfg["num_frames"], preprocessing(cfg), cfg["decoder"])
-    workers = cfg["num_workers"]
-    loader = DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=8 if workers else None)
+def frames_per_s(items) -> float:
+    """frames/s of an iterable of (index, frames or None, ...), timed from its first item's request."""
     start, frames = time.perf_counter(), 0
-    for _, clip, _, _ in loader:
+    for _, clip, *_ in items:
         frames += 0 if clip is None else len(clip)
     return frames / (time.perf_counter() - start)
 
 
-def project_path(model, paths: list[str], cfg: dict) -> float:
-    """frames/s of the features stage's code path: decode workers, batching, backbone."""
-    start, frames = time.perf_counter(), 0
-    for _, features, _, _ in iter_features(model, paths, cfg):
-        frames += 0 if features is None else len(features)
-    return frames / (time.perf_counter() - start)
+def decode_only(videos: list[str], cfg: dict) -> float:
+    """The decode workers alone (decode, sample, resize, crop): the input ceiling."""
+    dataset = ClipDataset(videos, cfg["num_frames"], preprocessing(cfg), cfg["decoder"])
+    workers = cfg["num_workers"]
+    return frames_per_s(DataLoader(dataset, batch_size=None, num_workers=workers,
+                                   prefetch_factor=8 if workers else None))
 
 
 def backbone_only(model, cfg: dict, device: torch.device, batches: int = 8) -> float:
@@ -100,13 +88,6 @@ def backbone_only(model, cfg: dict, device: torch.device, batches: int = 8) -> f
     return batches * len(batch) / (time.perf_counter() - start)
 
 
-def whole_stage(num_frames: int) -> float:
-    """frames/s of `dvc repro -f -s features` on the whole dataset, start-up included."""
-    start = time.perf_counter()
-    subprocess.run(["dvc", "repro", "-f", "-s", "features"], check=True, stdout=subprocess.DEVNULL)
-    return num_frames * len(pd.read_csv(paths("subset")["metadata"])) / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=200)
@@ -115,11 +96,14 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params("data", "features", "runtime")
     cfg, device = resolve_runtime(params["features"], params["runtime"])
-    paths = bench_videos(Path(params["data"]["root"]), args.videos)
-    print(f"{len(paths)} videos, {cfg['num_frames']} frames each, device {device}, torch threads "
+    videos = bench_videos(Path(params["data"]["root"]), args.videos)
+    print(f"{len(videos)} videos, {cfg['num_frames']} frames each, device {device}, torch threads "
           f"{torch.get_num_threads()}, compile {cfg['compile']}, batch {cfg['batch_frames']}, "
           f"workers {cfg['num_workers']}, decoder {cfg['decoder']}")
-    seed, decode = seed_style(paths), decode_only(paths, cfg)
+    with tempfile.TemporaryDirectory() as out:
+        (Path(out) / "videos.txt").write_text("\n".join(videos))
+        seed = 16 * len(videos) / process_seconds(sys.executable, "bench/seed_extract.py", f"{out}/videos.txt", out)
+    decode = decode_only(videos, cfg)
     print(f"1. seed-style extractor (whole process)  {seed:8.1f} frames/s")
     print(f"5. decode workers alone                 {decode:8.1f} frames/s")
     print(f"{'precision':<10} {'start-up s':>10} {'3. backbone alone':>18} {'2. code path':>13} {'2/1':>6} {'2/3':>6}")
@@ -129,7 +113,7 @@ def main() -> None:
         start = time.perf_counter()
         model = warmed_up_backbone(run, device)
         startup = time.perf_counter() - start
-        speed[precision] = backbone_only(model, run, device), project_path(model, paths, run)
+        speed[precision] = backbone_only(model, run, device), frames_per_s(iter_features(model, videos, run))
         ceiling, project = speed[precision]
         print(f"{precision:<10} {startup:10.1f} {ceiling:18.1f} {project:13.1f} {project / seed:6.2f} "
               f"{project / ceiling:6.2f}")
@@ -141,7 +125,8 @@ def main() -> None:
                   enumerate(("backbone", "code path")) if "fp32" in speed]
         print(f"{precision}: {', '.join(ratios + [f'{speed[precision][1] / bound:.2f} x the fp32 bound'])}")
     if args.whole:
-        stage = whole_stage(cfg["num_frames"])
+        seconds = process_seconds("dvc", "repro", "-f", "-s", "features")
+        stage = cfg["num_frames"] * len(pd.read_csv(paths("subset")["metadata"])) / seconds
         print(f"4. dvc repro -f -s features ({cfg['precision']}, whole stage, all videos, start-up included) "
               f"{stage:8.1f} frames/s   ratio 4/1 = {stage / seed:.2f}")
 

@@ -1,14 +1,13 @@
-"""Scale figures (docs/scale.md): train epoch time and peak RSS over synthetic features of
-16 x 2048 float16 per video, DVC's commit/status/push times and cache growth per added class,
-the local engine vs a local Ray (frames/s), and estimates for UCF-101 and Kinetics from the
-measured per-worker figures. Needs about 3 x 6.5 GB of disk at 100k videos (deleted after).
+"""Scale figures (docs/scale.md): train epoch and peak RSS, DVC times and cache growth per class, Ray vs local.
 
-    python bench/scale.py [--sizes 2000 20000 100000] [--videos 32] [--skip-engines]"""
+    python bench/scale.py [--sizes 2000 20000 100000] [--videos 32] [--skip-engines]
+
+Then estimates for UCF-101 and Kinetics from the measured figures. 100k videos need 3 x 6.5 GB of disk
+($SCALE_DIR; deleted after)."""
 import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,8 +26,7 @@ DATASETS = {"UCF-101": 13_320, "Kinetics-400": 260_000, "Kinetics-700": 650_000}
 
 
 def write_classes(folder: Path, first: int, count: int) -> None:
-    """Classes first..first+count-1 of PER_CLASS synthetic videos each, as the features stage
-    writes them (the shards already there are left as they are)."""
+    """Classes first..first+count-1 of PER_CLASS synthetic videos each, as the features stage writes them."""
     from actionrec.dataset import write_features
 
     videos = [f"C{c:05d}/v_{i:03d}.avi" for c in range(first, first + count) for i in range(PER_CLASS)]
@@ -68,7 +66,8 @@ def train_epoch(folder: str) -> None:
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def timed(args: list[str], cwd: Path) -> float:
+def run(args: list[str], cwd: Path) -> float:
+    """The seconds a command took."""
     start = time.perf_counter()
     subprocess.run(args, cwd=cwd, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -85,15 +84,16 @@ def scale_row(n: int, work: Path) -> dict:
     train = json.loads(subprocess.run([sys.executable, __file__, "--train", str(folder)], check=True,
                                       capture_output=True, text=True).stdout)
     dvc = [sys.executable, "-m", "dvc"]
-    subprocess.run([*dvc, "init", "--no-scm"], cwd=work, check=True, capture_output=True)
-    subprocess.run([*dvc, "remote", "add", "-d", "local", str(work / "remote")], cwd=work, check=True, capture_output=True)
+    run([*dvc, "init", "--no-scm"], work)
+    run([*dvc, "remote", "add", "-d", "local", str(work / "remote")], work)
     row = {"videos": n, "shards": n // PER_CLASS, "GB": du(folder) / 1e9, **train,
-           "dvc_commit_s": timed([*dvc, "add", out], work),
-           "dvc_status_s": timed([*dvc, "status"], work), "dvc_push_s": timed([*dvc, "push"], work)}
+           "dvc_commit_s": run([*dvc, "add", out], work),
+           "dvc_status_s": run([*dvc, "status"], work), "dvc_push_s": run([*dvc, "push"], work)}
     cache = du(work / ".dvc/cache")
     write_classes(folder, n // PER_CLASS, 1)  # one class more
-    row["dvc_commit_new_class_s"] = timed([*dvc, "add", out], work)
-    row["cache_growth_per_new_shard"] = (du(work / ".dvc/cache") - cache) / (folder / f"shards/C{n // PER_CLASS:05d}.npy").stat().st_size
+    row["dvc_commit_new_class_s"] = run([*dvc, "add", out], work)
+    shard = folder / f"shards/C{n // PER_CLASS:05d}.npy"
+    row["cache_growth_per_new_shard"] = (du(work / ".dvc/cache") - cache) / shard.stat().st_size
     return row
 
 
@@ -109,10 +109,9 @@ def engines(count: int, work: Path) -> dict:
     from actionrec.synthetic import write_avi
 
     rng = np.random.default_rng(0)
-    paths = []
-    for i in range(count):
-        paths.append(str(work / f"v{i}.avi"))
-        write_avi(Path(paths[-1]), rng.integers(0, 256, (75, 240, 320, 3), np.uint8), 25)
+    paths = [str(work / f"v{i}.avi") for i in range(count)]
+    for path in paths:
+        write_avi(Path(path), rng.integers(0, 256, (75, 240, 320, 3), np.uint8), 25)
     params = yaml.safe_load(Path("params.yaml").read_text())
     cfg, device = resolve_runtime(params["features"], {**params["runtime"], "engine": "ray"})
     frames, out, threads = count * cfg["num_frames"], {}, torch.get_num_threads()
@@ -122,14 +121,14 @@ def engines(count: int, work: Path) -> dict:
         clips[i]
     out["decoding alone, one core"] = frames / (time.perf_counter() - start)
     torch.set_num_threads(threads)
-    for run in ("local", "ray (cold: starts Ray)", "local again", "ray (warm)"):
+    for engine in ("local", "ray (cold: starts Ray)", "local again", "ray (warm)"):
         start = time.perf_counter()
-        if run.startswith("local"):
+        if engine.startswith("local"):
             results = list(iter_features(inference_backbone(cfg, device, cfg["batch_frames"]), paths, cfg))
         else:
             results = list(iter_features_ray(paths, cfg))
         assert all(feats is not None for _, feats, _, _ in results)
-        out[run] = frames / (time.perf_counter() - start)
+        out[engine] = frames / (time.perf_counter() - start)
     return out
 
 
@@ -144,11 +143,8 @@ def main() -> None:
         return train_epoch(args.train)
     rows = []
     for n in args.sizes:
-        work = Path(tempfile.mkdtemp(prefix="scale-", dir=os.environ.get("SCALE_DIR")))
-        try:
-            rows.append(scale_row(n, work))
-        finally:
-            shutil.rmtree(work)
+        with tempfile.TemporaryDirectory(prefix="scale-", dir=os.environ.get("SCALE_DIR")) as work:
+            rows.append(scale_row(n, Path(work)))
         print(pd.DataFrame(rows).round(2).to_markdown(index=False), flush=True)
     if args.skip_engines:
         return
@@ -163,7 +159,7 @@ def main() -> None:
           f"of {NODE_GPUS} GPUs at {GPU_FRAMES_S} frames/s each (assumed, not measured) and {NODE_CORES} cores "
           f"decoding at {speed['decoding alone, one core']:.0f} frames/s each (measured here) = {node:.0f} "
           "frames/s; N nodes: N times that (the stage's own writes, ~64 KB a video, are not the limit)\n")
-    print("| dataset | videos | frames | this 2-core CPU | one 8-GPU node | 4 nodes | 16 nodes |\n|---|---|---|---|---|---|---|")
+    print("| dataset | videos | frames | this 2-core CPU | one 8-GPU node | 4 nodes | 16 nodes |\n" + "|---" * 7 + "|")
     for name, videos in DATASETS.items():
         f = videos * T
         print(f"| {name} | {videos:,} | {f:,} | {f / cpu / 3600:.1f} | {f / node / 3600:.2f} | "

@@ -1,8 +1,6 @@
-"""The seed notebook's extractor, as a whole process, for comparison with the features stage.
+"""The seed notebook's extractor, as a whole process, to compare with the features stage (bench/extract.py).
 
-One video at a time: decord get_batch of 16 linspace indices, PIL Resize(256) /
-CenterCrop(224) / ToTensor / Normalize frame by frame, ResNet50 fp32 NCHW, np.save per
-video. Usage: python bench/seed_extract.py VIDEO_LIST OUT_DIR"""
+    python bench/seed_extract.py VIDEO_LIST OUT_DIR   # one video at a time, PIL transforms per frame, fp32"""
 import sys
 import time
 from pathlib import Path

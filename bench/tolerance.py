@@ -1,17 +1,9 @@
-"""How much do features differ from machine to machine? The measurements behind make verify's
-tolerances (actionrec/verify.py TOLERANCE).
+"""How much features differ from machine to machine: the measurements behind actionrec/verify.py TOLERANCE.
 
-    python bench/tolerance.py
+    python bench/tolerance.py   # after `make repro`
 
-Extracts the reference clips (as `make verify` picks them from data/video_list.csv; run `make
-repro` first) once per configuration, each in its own process so that the environment
-variables that pick torch's and oneDNN's instruction set take effect: fp32 with AVX-512, AVX2
-and SSE4.1 kernels (a CPU without AVX-512, or an older one, simulated on this one), 1 or 2
-threads, eager or torch.compile; bf16 (native where the CPU has AVX512-BF16/AMX, emulated with
-the AVX2/AVX-512 kernels), fp16; int8 (OpenVINO, whose bundled oneDNN reads the same
-variable) with VNNI, without it (where int8 kernels can saturate) and with AVX2. Prints, per configuration, the max relative L2 distance of a
-frame feature from fp32/eager/all-threads/native-ISA, and, for scale, the smallest distance
-between frames of different clips and between two sampled frames of one clip."""
+`make verify`'s reference clips, extracted in a process per configuration (so that the variables that pick
+torch's, oneDNN's and OpenVINO's instruction set take effect: other CPUs, simulated on this one)."""
 from __future__ import annotations
 
 import argparse
@@ -24,38 +16,35 @@ from pathlib import Path
 
 import numpy as np
 
+AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 CONFIGS = [  # (name, precision, threads, compile, environment)
     ("fp32, native ISA, 2 threads, eager (reference)", "fp32", 2, False, {}),
     ("fp32, native ISA, 1 thread", "fp32", 1, False, {}),
     ("fp32, native ISA, compiled", "fp32", 2, True, {}),
-    ("fp32, AVX2 kernels", "fp32", 2, False, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
-    ("fp32, AVX2 kernels, 1 thread", "fp32", 1, False,
-     {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    ("fp32, AVX2 kernels", "fp32", 2, False, AVX2),
+    ("fp32, AVX2 kernels, 1 thread", "fp32", 1, False, AVX2),
     ("fp32, SSE4.1 kernels", "fp32", 2, False, {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}),
-    ("bf16, native ISA", "bf16", 2, False, {}),
+    ("bf16, native ISA", "bf16", 2, False, {}),  # native where the CPU has AVX512-BF16/AMX
     ("bf16, AVX-512 without BF16 (emulated)", "bf16", 2, False, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}),
-    ("bf16, AVX2 kernels (emulated)", "bf16", 2, False, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    ("bf16, AVX2 kernels (emulated)", "bf16", 2, False, AVX2),
     ("fp16, native ISA", "fp16", 2, False, {}),
     ("int8 (OpenVINO), native ISA (VNNI here)", "int8", 2, False, {}),
     ("int8, native ISA, 1 thread", "int8", 1, False, {}),
-    ("int8, AVX-512 without VNNI", "int8", 2, False, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "OV_CPU_MAX_ISA": "AVX512_CORE"}),
+    ("int8, AVX-512 without VNNI", "int8", 2, False,  # where int8 kernels can saturate
+     {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "OV_CPU_MAX_ISA": "AVX512_CORE"}),
     ("int8, AVX2 kernels", "int8", 2, False, {"ONEDNN_MAX_CPU_ISA": "AVX2", "OV_CPU_MAX_ISA": "AVX2"}),
 ]
 
 
-def worker(out: Path, precision: str, threads: int, compiled: bool) -> None:
+def worker(out: str, precision: str, threads: str, compiled: str) -> None:
     """In a fresh process (its environment already set): extract the reference clips."""
-    import pandas as pd
-
     from actionrec.params import load_params
-    from actionrec.pipeline import paths
     from actionrec.verify import extract_clips, reference_videos
 
     params = load_params("data", "features", "runtime")
-    root = Path(params["data"]["root"])
-    videos = reference_videos(pd.read_csv(paths("features")["video_list"], keep_default_na=False)["video"])
-    feats, _ = extract_clips([str(root / v) for v in videos], dict(params["features"], precision=precision),
-                             dict(params["runtime"], threads=threads), compiled=compiled)
+    videos = [str(Path(params["data"]["root"]) / v) for v in reference_videos()]
+    feats, _ = extract_clips(videos, dict(params["features"], precision=precision),
+                             dict(params["runtime"], threads=int(threads)), compiled=compiled == "1")
     np.save(out, feats)
 
 
@@ -65,9 +54,7 @@ def main() -> None:
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        out, precision, threads, compiled = args.worker
-        worker(Path(out), precision, int(threads), compiled == "1")
-        return
+        return worker(*args.worker)
     from actionrec.verify import relative_l2
 
     results = {}
@@ -75,8 +62,7 @@ def main() -> None:
         for name, precision, threads, compiled, env in CONFIGS:
             out = Path(tmp) / f"{len(results)}.npy"
             subprocess.run([sys.executable, __file__, "--worker", str(out), precision, str(threads),
-                            "1" if compiled else "0"], env={**os.environ, **env}, check=True,
-                           stderr=subprocess.DEVNULL)
+                            str(int(compiled))], env={**os.environ, **env}, check=True, stderr=subprocess.DEVNULL)
             results[name] = np.load(out)
     reference = results[CONFIGS[0][0]]
     print(f"{'configuration':<48} max relative L2 vs the reference")

@@ -1,12 +1,9 @@
-"""Training benchmark: seconds per epoch and per run of the train stage's loop on random
-float16 features of the real 25-class subset's shape (2,700 x 16 x 2048 train, 340 val).
+"""Training benchmark: seconds per epoch and per run of the train stage's loop (actionrec.training.fit).
 
     python bench/train.py [--heads lstm,gru,transformer,mean] [--epochs 3] [-S train.KEY=VALUE ...]
 
-Each head trains --epochs epochs with the params.yaml train.* settings (plus -S overrides)
-through actionrec.training.fit, the stage's own loop. Per run = max_epochs x seconds per
-epoch: the most a run can take, since early stopping only cuts epochs. CPU time (all threads
-of this process) is printed beside wall time: on shared cores it is the steadier figure."""
+On random float16 features of the real 25-class subset's shape. Per run = max_epochs x an epoch, the most
+a run can take. CPU time is printed beside wall time: on shared cores it is the steadier figure."""
 from __future__ import annotations
 
 import argparse
@@ -33,7 +30,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per head")
     for name, default in {"train": 2700, "val": 340, "frames": 16, "dim": 2048, "classes": 25}.items():
         parser.add_argument(f"--{name}", type=int, default=default)
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="train.KEY=VALUE or runtime.train_threads=N")
+    parser.add_argument("-S", "--set", action="append", default=[],
+                        metavar="train.KEY=VALUE or runtime.train_threads=N")
     args = parser.parse_args()
     params = load_params("train", "runtime")
     for item in args.set:  # train.KEY or runtime.KEY, as dvc exp run -S
@@ -64,10 +62,10 @@ def main() -> None:
             transform=lambda batch: prepare(batch, mean, std, center))
         per_epoch = (time.perf_counter() - start) / args.epochs
         cpu_epoch = (time.process_time() - cpu) / args.epochs
-        params = sum(p.numel() for p in model.parameters())
+        weights = sum(p.numel() for p in model.parameters())
         print(f"{head:12s} {per_epoch:7.2f} s/epoch  {per_epoch * cfg['max_epochs']:7.1f} s/run "
               f"(max_epochs {cfg['max_epochs']})   CPU time {cpu_epoch:6.2f} s/epoch "
-              f"{cpu_epoch * cfg['max_epochs']:7.1f} s/run   {params / 1e6:.2f} M params")
+              f"{cpu_epoch * cfg['max_epochs']:7.1f} s/run   {weights / 1e6:.2f} M params")
 
 
 if __name__ == "__main__":
