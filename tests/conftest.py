@@ -311,12 +311,10 @@ def clone_of(pipeline: Pipeline, dest: Path, checkout: bool = True) -> Path:
     return dest
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items) -> None:
-    """Every test that uses the shared pipeline is a `pipeline` test (make test-fast skips them),
-    and each module's run in one pytest-xdist worker (`--dist loadgroup`, in order): a worker
-    builds the pipeline once, for the modules it gets."""
+    """Every test that uses the shared pipeline is a `pipeline` test (make test-fast skips them).
+    `make test` runs each module in one pytest-xdist worker (--dist loadfile): a worker builds
+    the pipeline once, for the modules it gets, and runs their tests in order."""
     for item in items:
         if "pipeline" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.pipeline)
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
