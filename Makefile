@@ -59,7 +59,7 @@ verify: venv  ## after make repro: how close this machine came to the commit (ex
 test: venv test-tools  ## the test suite (pytest), after installing what the tests need
 	python -m pytest -q $(PARALLEL) tests
 
-# The tests marked `pipeline` (pyproject.toml) run DVC, a whole stage or torch.compile; those of DVC
+# The tests marked `pipeline` (pyproject.toml) run DVC, a whole stage, Ray or a compiler; those of DVC
 # share one pipeline run per session (tests/conftest.py). test-fast runs the rest.
 test-fast: venv  ## the quick tests: all but those that run DVC or whole stages (pytest -m "not pipeline")
 	python -m pytest -q $(PARALLEL) -m "not pipeline" tests

@@ -288,6 +288,7 @@ def test_a_bug_while_decoding_crashes_instead_of_counting_as_a_broken_video(tmp_
         list(iter_features(PixelLevel(), [str(path)], cfg))
 
 
+@pytest.mark.pipeline
 def test_a_new_class_adds_a_shard_leaves_the_others_byte_identical_and_grows_dvcs_cache_by_it(tmp_path):
     """Features are versioned per class folder: adding a class writes that class's shard, the
     other shards keep their bytes, and DVC's cache grows by little more than the new shard."""

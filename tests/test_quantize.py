@@ -54,6 +54,7 @@ print(json.dumps({"shape": list(a.shape), "dtype": str(a.dtype), "equal": torch.
 """
 
 
+@pytest.mark.pipeline
 def test_int8_features_are_deterministic_and_within_tolerance_of_fp32():
     """Two int8 backbones built from scratch give identical features on a real clip; they
     differ from fp32 by less than make verify's int8 tolerance. A small crop keeps it fast; a

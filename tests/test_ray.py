@@ -7,11 +7,13 @@ import time
 
 import pandas as pd
 import psutil
+import pytest
 
 from tests.conftest import read_features, stage_argv
 from tests.test_features_stage import distinct_videos, stored_features, write_params, write_video_list
 
 
+@pytest.mark.pipeline
 def test_a_killed_ray_worker_is_retried_and_no_video_is_extracted_twice(tmp_path):
     """SIGKILL the backbone actor mid-run: Ray restarts it and retries what it held; every
     video gets features, each store entry is written once, a broken file is a failed_videos row."""

@@ -57,10 +57,11 @@ def test_group_split_is_disjoint_stratified_and_near_target(ucf_clips):
 
 def test_official_split_test_is_the_official_list_exactly(ucf_clips):
     subset = choose_subset(ucf_clips, [], 25, 200, seed=0)
+    classes = set(subset["class_name"])
     for fold in (1, 2, 3):
         test_list = read_split_list("test", fold)
         split = official_split(subset, test_list, FRACTIONS, seed=0)
-        expected = set(v for v in test_list if v.split("/")[0] in set(subset["class_name"]))
+        expected = {v for v in test_list if v.split("/")[0] in classes}
         assert set(subset["video"][split == "test"]) == expected
         assert shared_groups(subset, split) == 0
         assert (split == "val").sum() > 0
