@@ -3,8 +3,10 @@ of the pipeline on tiny params per pytest session (`pipeline`, `repo`), which ev
 DVC pipeline shares. Those tests carry the marker `pipeline`: `make test-fast` leaves them out."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pickle
 import shlex
 import shutil
 import subprocess
@@ -253,26 +255,49 @@ def read_metrics(repo: Path) -> dict:
 class Pipeline(NamedTuple):
     path: Path  # the repository
     commit: str  # the commit of the reproduced results, on main
+    cache: Path  # its DVC cache (and run-cache), shared by every pytest-xdist worker's copy
     repro_output: str  # what its first `dvc repro` printed
     saved_runs: dict[str, int]  # the run-cache right after it
     first_metrics: dict  # read_metrics after it
     first_features: np.ndarray  # data/features after it, as one array
 
 
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory) -> Pipeline:
-    """ONE git + DVC copy of this repository with TINY params, `dvc repro`ed from nothing, then
+def build_pipeline(path: Path) -> Pipeline:
+    """A git + DVC copy of this repository with TINY params, `dvc repro`ed from nothing, then
     `dvc repro -f` (every stage again, the features from the store, as a second run on any
-    machine), and the results committed: every test of the pipeline shares it (through `repo`,
-    or a clone: `clone_of`)."""
-    path = copy_repo(tmp_path_factory.mktemp("pipeline"), TINY)
+    machine), and the results committed."""
+    copy_repo(path, TINY)
     out = run(["dvc", "repro"], path)
     runs, metrics = saved_runs(path), read_metrics(path)
     features = read_features(path / "data/features")
     run(["dvc", "repro", "-f"], path)
     git(path, "add", "-A")
     git(path, "commit", "-qm", "dvc repro")
-    return Pipeline(path, git(path, "rev-parse", "HEAD").strip(), out, runs, metrics, features)
+    return Pipeline(path, git(path, "rev-parse", "HEAD").strip(), path / ".dvc/cache", out, runs, metrics, features)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Pipeline:
+    """ONE reproduced repository a session (build_pipeline), which every test of a DVC pipeline
+    shares (through `repo`, or a clone: `clone_of`). Under pytest-xdist the first worker builds
+    it and every worker, that one too, works in a clone of its own on the same DVC cache, with a
+    copy of its feature store and validate run once on it, as a new clone does."""
+    session = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        session = session.parent  # the folder all the workers' folders are in
+    with open(session / "pipeline.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait for the build
+        if not (session / "pipeline.pickle").exists():
+            built = build_pipeline(session / "pipeline")
+            (session / "pipeline.pickle").write_bytes(pickle.dumps(built))
+    built = pickle.loads((session / "pipeline.pickle").read_bytes())
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return built
+    path = clone_of(built, tmp_path_factory.mktemp("pipeline") / "repo")
+    git(path, "remote", "remove", "origin")  # a repository of its own, as the built one
+    shutil.copytree(built.path / "data/features-store", path / "data/features-store")
+    run(["dvc", "repro"], path)  # validate, whose marker no cache holds
+    return built._replace(path=path)
 
 
 def reset(pipeline: Pipeline) -> None:
@@ -305,7 +330,7 @@ def clone_of(pipeline: Pipeline, dest: Path, checkout: bool = True) -> Path:
     outputs checked out (checkout=False: none, every stage out of date): a repository of its
     own for a test, in a second, instead of another `dvc repro`."""
     run(["git", "clone", "-q", str(pipeline.path), str(dest)], dest.parent)
-    run(["dvc", "cache", "dir", "--local", str(pipeline.path / ".dvc/cache")], dest)
+    run(["dvc", "cache", "dir", "--local", str(pipeline.cache)], dest)
     if checkout:
         run(["dvc", "checkout"], dest)
     return dest

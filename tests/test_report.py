@@ -172,7 +172,7 @@ def test_pr_workflow_lints_and_does_what_the_review_needs():
 
 
 def test_an_unchanged_pull_request_shows_no_metric_change_when_base_metrics_came_from_another_machine(
-        repo, tmp_path):
+        pipeline, repo, tmp_path):
     """main's results were committed on "another machine": features and a model this machine
     never made, and other metrics, all named in its dvc.lock. The workflow's make steps, run in
     a fresh clone on an unchanged pull request, reproduce head and base here: the report shows
@@ -196,7 +196,7 @@ def test_an_unchanged_pull_request_shows_no_metric_change_when_base_metrics_came
 
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
-    run(["dvc", "cache", "dir", "--local", str(repo / ".dvc/cache")], clone)  # the runner's cached DVC cache
+    run(["dvc", "cache", "dir", "--local", str(pipeline.cache)], clone)  # the runner's cached DVC cache
     run(GIT + ["checkout", "-qb", "pr"], clone)
     with open(clone / "README.md", "a") as readme:
         readme.write("\nA pull request that changes no result.\n")
