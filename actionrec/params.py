@@ -207,8 +207,7 @@ def _initials(name: str) -> str:
 
 
 def _nearest(section: str, key: str | None) -> str | None:
-    """The known key (or section) a misspelt one most likely meant: the same key in another section (the
-    first), a key it extends or spells out (lr_typo, learning_rate -> lr), else the closest spelling."""
+    """The known key a misspelt one meant: the same key elsewhere, one it extends or spells out, the closest."""
     if key is None:  # an unknown section: a misspelt section, or a key put at the top level
         close = difflib.get_close_matches(section, SECTIONS, n=1)
         return close[0] if close else _nearest("", section)
@@ -298,8 +297,7 @@ def check_section(section: str, cfg: dict) -> dict:
 
 
 def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
-    """The named sections of params.yaml as plain dicts, values coerced; the whole file is checked, the named
-    sections also against the demo's classes and each other. Raises ParamsError."""
+    """The named sections as plain dicts, values coerced; the whole file is checked. Raises ParamsError."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -316,8 +314,7 @@ def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, d
 
 
 def check_backbone_fits_data(data: dict, features: dict) -> None:
-    """Random backbone weights suit only the synthetic demo: on real videos they would make
-    near-identical features and a model that learns nothing, silently."""
+    """Random weights suit only the demo: on real videos a model on their features learns nothing, silently."""
     from actionrec.pipeline import paths
 
     if features["weights"] != "none" or data["allow_random_weights"]:
