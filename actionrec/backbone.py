@@ -149,8 +149,7 @@ def weights_file(weights: str, name: str) -> Path | None:
         return None
     if weights not in weight_names(name):
         return Path(weights)
-    enum = torchvision.models.get_model_weights(name)[weights]
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_weights_enum(name, weights).url).name
 
 
 def build_backbone(name: str, weights: str, seed: int = 0) -> torch.nn.Module:
@@ -239,8 +238,7 @@ def normalize(batch: torch.Tensor, prep: dict) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> float32 normalised by prep's mean and std, channels_last, on batch's device."""
     mean = torch.tensor(prep["mean"], device=batch.device).view(1, 3, 1, 1) * 255
     std = torch.tensor(prep["std"], device=batch.device).view(1, 3, 1, 1) * 255
-    batch = (batch.float() - mean) / std
-    return batch.contiguous(memory_format=torch.channels_last)
+    return ((batch.float() - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
 @torch.inference_mode()
@@ -250,8 +248,6 @@ def embed(model: torch.nn.Module, batch: torch.Tensor, precision: str) -> torch.
     x = normalize(batch.to(device, non_blocking=True), model.preprocessing)
     if device.type == "cuda":
         with torch.autocast("cuda", dtype=DTYPES[precision], enabled=precision != "fp32"):
-            out = model(x)
-    else:
-        out = model(x.to(DTYPES[precision]))
-    return out.float().cpu()
+            return model(x).float().cpu()
+    return model(x.to(DTYPES[precision])).float().cpu()
 

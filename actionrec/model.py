@@ -96,9 +96,8 @@ def prepare(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     leaving how frames change, not the look: the demo's signal (look random per group), not real UCF-101's."""
     x = features.float()
     # centring commutes with the per-dimension scaling, so centre first and skip the shift
-    if center_clips:
-        return (x - x.mean(dim=1, keepdim=True)) / std
-    return (x - mean) / std
+    shift = x.mean(dim=1, keepdim=True) if center_clips else mean
+    return (x - shift) / std
 
 
 def standardize(features: np.ndarray, mean: np.ndarray, std: np.ndarray,

@@ -1,8 +1,5 @@
-"""Load params.yaml and validate every key, with one-line errors that say what to do.
-
-One pydantic model per section, unknown keys forbidden; every load checks the whole file (no
-torch: subset and split run without it). actionrec.backbone.check_features adds what torchvision knows.
-"""
+"""params.yaml, every key validated on every load (a pydantic model per section; no torch: subset and split run
+without it), with one-line errors that say what to do. actionrec.backbone.check_features adds torchvision's."""
 import difflib
 import functools
 import re
@@ -270,15 +267,6 @@ def _validated(model: type[BaseModel], values: Any, section: str | None = None) 
         raise ParamsError(_message(errors[0])) from None
 
 
-def _check_data_root(data: dict, repo: Path) -> None:
-    """dvc.lock records data.root: an absolute path inside the repository would differ per clone."""
-    root = Path(data["root"])
-    if root.is_absolute() and root.resolve().is_relative_to(repo.resolve()):
-        relative = root.resolve().relative_to(repo.resolve()).as_posix()
-        raise ParamsError(f"params.yaml: data.root {root} is an absolute path inside this repository: use the "
-                          f"relative path {relative} (dvc.lock records it, and it must not differ per clone)")
-
-
 def _check_synthesize(cfg: dict) -> None:
     """Apart from the schema: the demo's classes come from actionrec.synthetic, which imports PyAV."""
     from actionrec.synthetic import CLASS_NAMES
@@ -305,7 +293,11 @@ def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, d
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     params = _validated(Params, raw)
-    _check_data_root(params["data"], Path(path).resolve().parent)
+    root, repo = Path(params["data"]["root"]), Path(path).resolve().parent
+    if root.is_absolute() and root.resolve().is_relative_to(repo):  # dvc.lock records it: the same in every clone
+        raise ParamsError(f"params.yaml: data.root {root} is an absolute path inside this repository: use the "
+                          f"relative path {root.resolve().relative_to(repo).as_posix()} (dvc.lock records it, "
+                          "and it must not differ per clone)")
     if "synthesize" in sections:
         _check_synthesize(params["synthesize"])
     if "data" in sections and "features" in sections:
