@@ -17,8 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 from actionrec.errors import ParamsError, UserError
 from actionrec.params import WEIGHTS_DIR
 
-# torch.compile imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on
-# every CPU-only run of a machine that has a CUDA toolkit: noise, not a problem
+# torch.compile imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on any CPU-only run
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 # without named torchvision weights (none, or a file), and for model files older than these keys
@@ -185,8 +184,7 @@ def prepare_for_inference(model: torch.nn.Module, precision: str, compile: bool 
         pass
     model = model.to(device, memory_format=torch.channels_last)
     if device.type == "cuda" and precision == "fp32":
-        # cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and later: fp32 means
-        # fp32 here, so that GPU features agree with a CPU's within make verify's fp32 tolerance
+        # cuDNN defaults to TF32 on Ampere and later: GPU features must agree with a CPU's (make verify)
         torch.backends.cudnn.conv.fp32_precision = "ieee"
         torch.backends.cuda.matmul.fp32_precision = "ieee"
     if device.type == "cpu" and precision != "fp32":

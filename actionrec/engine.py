@@ -72,8 +72,7 @@ def iter_features_ray(paths: list[str], cfg: dict) -> Iterator[tuple[int, np.nda
     prep = preprocessing(cfg)
     data = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)],
                                override_num_blocks=max(1, -(-len(paths) // VIDEOS_PER_BLOCK)))
-    # tasks (retried by Ray when their worker dies); the memory they ask for (a worker with torch
-    # and a few 1080p frames) also keeps Ray from fusing the decoding into the actors
+    # tasks (retried when their worker dies); the memory asked for also keeps Ray from fusing them into the actors
     data = data.map_batches(_decode, batch_size=None, num_cpus=1, memory=2**30,
                             fn_kwargs={"num_frames": cfg["num_frames"], "prep": prep, "decoder": cfg["decoder"]})
     # on the CPU, an actor per 8 cores, each with their threads, the decode tasks beside it

@@ -17,8 +17,7 @@ class RecurrentClassifier(nn.Module):
         super().__init__()
         # projecting first (proj_dim > 0) makes the recurrent layer's input matmul proj_dim x 4H, not 2048 x 4H
         self.proj = nn.Linear(input_dim, proj_dim) if proj_dim > 0 else nn.Identity()
-        # dropout after the projection: drawing a mask for every 2048-d input value cost more
-        # than the whole LSTM step (bench/train.py)
+        # dropout after the projection: a mask for every 2048-d input cost more than the LSTM step (bench/train.py)
         self.input_dropout = nn.Dropout(dropout)
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.rnn = rnn(proj_dim if proj_dim > 0 else input_dim, hidden_size, num_layers, batch_first=True,
