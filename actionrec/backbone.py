@@ -17,32 +17,23 @@ from torchvision.transforms.v2 import functional as TF
 from actionrec.errors import ParamsError, UserError
 from actionrec.params import WEIGHTS_DIR
 
-# torch.compile imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on
-# every CPU-only run of a machine that has a CUDA toolkit: noise, not a problem
+# torch.compile imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on any CPU-only run
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # without named torchvision weights (none, or a file), and for model files older than these keys
 DEFAULT_PREPROCESSING = {"resize": 256, "crop": 224, "interpolation": "bilinear",
-                         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+                         "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # ImageNet's
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
           "int8": torch.float32}  # int8: OpenVINO's quantized model takes float32 frames (quantize.py)
 
 
-def backbone_names() -> list[str]:
-    """torchvision's image classification models (resnet50, efficientnet_b0, convnext_tiny, ...)."""
-    return torchvision.models.list_models(module=torchvision.models)
-
-
 def weight_names(name: str) -> list[str]:
-    """The names of torchvision's pretrained weights for a model, e.g. IMAGENET1K_V2, DEFAULT."""
+    """torchvision's names of a model's pretrained weights, e.g. IMAGENET1K_V2, DEFAULT."""
     return list(torchvision.models.get_model_weights(name).__members__)
 
 
 def _weights_enum(name: str, weights: str):
-    """The torchvision weights that `weights` names, or whose file it is (a file under weights/
-    named as torchvision names it, e.g. weights/resnet50-11ad3fa6.pth), else None."""
+    """The torchvision weights `weights` names, or whose file it is (e.g. weights/resnet50-11ad3fa6.pth)."""
     members = torchvision.models.get_model_weights(name)
     if weights in members.__members__:
         return members[weights]
@@ -50,14 +41,8 @@ def _weights_enum(name: str, weights: str):
 
 
 def preprocessing(cfg: dict) -> dict:
-    """How frames become backbone input: {resize (shorter side), crop (centre square),
-    interpolation, mean, std (of 0..1 pixels)}, for the features params or a model file's meta.
-
-    `auto` takes the named torchvision weights' own transforms (ResNet50 IMAGENET1K_V2:
-    232/224 bilinear; efficientnet_b0: 256/224 bicubic), else DEFAULT_PREPROCESSING (weights
-    none or a file). A value set in params wins; mean/std always follow the weights. A model
-    file's meta holds the dict the features were made with; an older one, without it or an
-    interpolation key, was made with the defaults at its own resize and crop."""
+    """{resize, crop, interpolation, mean, std}: `auto` takes the named weights' own transforms, else the
+    defaults; a model file's meta holds the dict (an older one, without interpolation, had the defaults)."""
     if "preprocessing" in cfg:
         return dict(cfg["preprocessing"])
     if "interpolation" not in cfg:
@@ -71,18 +56,12 @@ def preprocessing(cfg: dict) -> dict:
 
 
 def _classifier_to_identity(model: torch.nn.Module) -> int:
-    """Replace the model's last Linear layer (its classifier) by Identity; return its input size,
-    the feature dimension. Works for ResNet (fc), EfficientNet/MobileNet/ConvNeXt (classifier),
-    ViT (heads) alike."""
-    parent_name, child_name, last = "", "", None
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            parent_name, _, child_name = name.rpartition(".")
-            last = module
-    if last is None:
+    """Replace the last Linear layer (ResNet fc, ConvNeXt classifier, ViT heads) by Identity; its input size."""
+    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    if not linears:
         raise ValueError("the backbone has no Linear classifier to remove")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child_name, torch.nn.Identity())
-    return last.in_features
+    model.set_submodule(linears[-1][0], torch.nn.Identity())
+    return linears[-1][1].in_features
 
 
 def _on_meta(name: str, **size) -> torch.nn.Module:
@@ -94,9 +73,7 @@ def _on_meta(name: str, **size) -> torch.nn.Module:
 
 
 def _architecture(name: str, weights: str) -> torch.nn.Module:
-    """The model `name` with `weights`' architecture on the meta device, nothing loaded. ViT and
-    MaxViT have a fixed input size, which torchvision's builders take from the weights' min_size
-    (ViT SWAG_E2E: 384); other models take no such argument."""
+    """On the meta device; ViT and MaxViT take their fixed input size from the weights (ViT SWAG_E2E: 384)."""
     enum = _weights_enum(name, weights)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # googlenet and inception warn about their initialisation
@@ -111,11 +88,7 @@ def _architecture(name: str, weights: str) -> torch.nn.Module:
 
 @functools.cache
 def check_backbone(name: str, crop: int, weights: str = "none") -> int:
-    """The feature size of torchvision model `name` (with `weights`) on crop x crop frames, or a
-    ParamsError when the feature code cannot take it: no Linear classifier to strip (squeezenet
-    ends in a convolution), a last Linear that is not the model's output, or an input size the
-    model refuses (ViT wants its own). Built and run on the meta device: shapes only, no weights
-    allocated, no arithmetic (about 0.1-0.6 s)."""
+    """The feature size on crop x crop frames, or a ParamsError; on the meta device: shapes only (0.1-0.6 s)."""
     model = _architecture(name, weights)
     others = "use e.g. resnet50, efficientnet_b0 or convnext_tiny (docs/params.md lists what works)"
     try:
@@ -137,10 +110,8 @@ def check_backbone(name: str, crop: int, weights: str = "none") -> int:
 
 
 def _check_weights(cfg: dict) -> None:
-    """none, a torchvision weights name of the chosen backbone, or a file under weights/."""
     weights, names = cfg["weights"], weight_names(cfg["backbone"])
-    allowed = f"none, {', '.join(names)} or a file under {WEIGHTS_DIR}/" if names else \
-        f"none or a file under {WEIGHTS_DIR}/"
+    allowed = ", ".join(["none", *names]) + f" or a file under {WEIGHTS_DIR}/"
     if weights == "none" or weights in names:
         return
     path = Path(weights)
@@ -158,10 +129,8 @@ def _check_weights(cfg: dict) -> None:
 
 
 def check_features(cfg: dict) -> None:
-    """What torchvision has to say about the features params (schema-checked by
-    actionrec.params): the backbone exists and the feature code can take it at the resolved
-    crop, the weights are its own or a file under weights/, crop fits in resize."""
-    if cfg["backbone"] not in backbone_names():
+    """What torchvision says of the (schema-checked) features params: backbone, weights, crop and resize."""
+    if cfg["backbone"] not in torchvision.models.list_models(module=torchvision.models):
         raise ParamsError(f"params.yaml: features.backbone must be a torchvision image classification "
                           f"model (e.g. resnet50, efficientnet_b0, convnext_tiny), got {cfg['backbone']!r}")
     _check_weights(cfg)
@@ -179,26 +148,13 @@ def weights_file(weights: str, name: str) -> Path | None:
         return None
     if weights not in weight_names(name):
         return Path(weights)
-    enum = torchvision.models.get_model_weights(name)[weights]
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_weights_enum(name, weights).url).name
 
 
 def build_backbone(name: str, weights: str, seed: int = 0) -> torch.nn.Module:
-    """A torchvision classification model without its classifier, in eval mode, frozen, on
-    the CPU; its feature size is in model.feature_dim.
-
-    weights: "none" (random, seeded: the offline demo), a torchvision weights name such as
-    "IMAGENET1K_V2" (loaded from the TORCH_HOME cache, downloaded if online), or a path to a
-    state-dict file.
-    """
+    """Frozen, eval mode, on the CPU, without its classifier; weights none are random, seeded: the offline demo."""
     torch.manual_seed(seed)
-    if weights == "none":
-        model = torchvision.models.get_model(name, weights=None)
-    elif weights not in weight_names(name):
-        model = torchvision.models.get_model(name, weights=None)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    else:
+    if weights in weight_names(name):
         try:
             model = torchvision.models.get_model(name, weights=weights)
         except OSError as error:  # no network and nothing in the cache
@@ -207,31 +163,20 @@ def build_backbone(name: str, weights: str, seed: int = 0) -> torch.nn.Module:
                 f"cannot download the {name} {weights} weights ({type(error).__name__}: no network?): put "
                 f"{file.name} into {file.parent}/ ($TORCH_HOME/hub/checkpoints), or into {WEIGHTS_DIR}/ "
                 f"and set features.weights: {WEIGHTS_DIR.as_posix()}/{file.name}") from None
-    dim = _classifier_to_identity(model)
-    model.eval().requires_grad_(False)
-    model.feature_dim = dim
-    return model
-
-
-def _compile_failed(error: Exception) -> None:
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-    print(f"warning: torch.compile is not available here ({type(error).__name__}: {first}); "
-          "running eager (set runtime.compile: false to skip trying)", file=sys.stderr)
+    else:
+        model = torchvision.models.get_model(name, weights=None)
+        if weights != "none":
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    model.feature_dim = _classifier_to_identity(model)
+    return model.eval().requires_grad_(False)
 
 
 def prepare_for_inference(model: torch.nn.Module, precision: str, compile: bool | str,
                           device: torch.device = torch.device("cpu"),
                           example: torch.Tensor | None = None, prep: dict | None = None) -> torch.nn.Module:
-    """Fold batch norms into convolutions, move to the device in channels_last, set the
-    precision, and torch.compile if asked. `prep` (from preprocessing(), default
-    DEFAULT_PREPROCESSING) goes with the model as model.preprocessing: embed() normalises by it.
-
-    CPU: the weights are cast to the precision (faster than autocast there). CUDA: weights
-    stay fp32 and embed() runs under autocast. compile "auto" (or True) compiles with frozen
-    weights and runs `example` once to build the kernels; when that fails (no C++ compiler,
-    no Triton) it warns in one line and returns the eager model instead of crashing. Measured
-    on 2 CPU cores (bench/extract.py): torch.compile with frozen weights about 3x eager bf16
-    on a CPU with native bf16 (AMX)."""
+    """Fold batch norms, channels_last, cast on the CPU (faster than autocast there; CUDA autocasts), compile
+    if asked (frozen: about 3x eager, bench/extract.py); where compiling fails, a warning and the eager model."""
     dim = model.feature_dim
     try:
         model = torch.fx.experimental.optimization.fuse(model)  # eval-mode conv+BN folding
@@ -239,37 +184,34 @@ def prepare_for_inference(model: torch.nn.Module, precision: str, compile: bool 
         pass
     model = model.to(device, memory_format=torch.channels_last)
     if device.type == "cuda" and precision == "fp32":
-        # cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and later: fp32 means
-        # fp32 here, so that GPU features agree with a CPU's within make verify's fp32 tolerance
+        # cuDNN defaults to TF32 on Ampere and later: GPU features must agree with a CPU's (make verify)
         torch.backends.cudnn.conv.fp32_precision = "ieee"
         torch.backends.cuda.matmul.fp32_precision = "ieee"
     if device.type == "cpu" and precision != "fp32":
         model = model.to(DTYPES[precision])
-    model.inference_device = device  # embed() runs the example on it
-    model.preprocessing = prep = prep or DEFAULT_PREPROCESSING
-    eager = model
-    if compile:
-        from torch._inductor import config as inductor_config
+    # embed() reads these; a compiled model reads them from the model it wraps
+    model.feature_dim, model.inference_device, model.preprocessing = dim, device, prep or DEFAULT_PREPROCESSING
+    if not compile:
+        return model
+    from torch._inductor import config as inductor_config
 
-        inductor_config.freezing = True  # weights are constants: fold and pre-pack them
-        model = torch.compile(model, dynamic=False)
-        if example is not None:
-            try:
-                embed(model, example, precision)  # compiling happens here, at the first call
-            except Exception as error:
-                torch._dynamo.reset()
-                _compile_failed(error)
-                model = eager
-    model.feature_dim, model.inference_device, model.preprocessing = dim, device, prep
-    return model
+    inductor_config.freezing = True  # weights are constants: fold and pre-pack them
+    compiled = torch.compile(model, dynamic=False)
+    if example is not None:
+        try:
+            embed(compiled, example, precision)  # compiling happens here, at the first call
+        except Exception as error:
+            torch._dynamo.reset()
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+            print(f"warning: torch.compile is not available here ({type(error).__name__}: {first}); "
+                  "running eager (set runtime.compile: false to skip trying)", file=sys.stderr)
+            return model
+    return compiled
 
 
 def inference_backbone(cfg: dict, device: torch.device = torch.device("cpu"),
                        batch_frames: int | None = None) -> torch.nn.Module:
-    """The backbone that cfg (the features params, or a model file's meta, with a resolved
-    precision) describes, ready for embed() on device: built, folded, cast, and compiled
-    (warmed up on a batch of batch_frames frames) if cfg says so; model.preprocessing is
-    preprocessing(cfg)."""
+    """The backbone of cfg (features params or a model file's meta, precision resolved), ready for embed()."""
     model = build_backbone(cfg["backbone"], cfg["weights"], cfg["seed"])
     prep = preprocessing(cfg)
     if cfg["precision"] == "int8":  # CPU only (actionrec.device), compiled by OpenVINO
@@ -278,16 +220,13 @@ def inference_backbone(cfg: dict, device: torch.device = torch.device("cpu"),
         frames = torch.cat([resize_crop(clip, prep) for clip in calibration_clips()])
         return quantize(model, normalize(frames, prep).contiguous(), prep)
     compile = cfg.get("compile", False)
-    example = None
-    if compile and batch_frames:
-        example = torch.zeros((batch_frames, 3, prep["crop"], prep["crop"]), dtype=torch.uint8, device=device)
+    shape = (batch_frames, 3, prep["crop"], prep["crop"])
+    example = torch.zeros(shape, dtype=torch.uint8, device=device) if compile and batch_frames else None
     return prepare_for_inference(model, cfg["precision"], compile, device, example, prep)
 
 
 def resize_crop(frames: np.ndarray, prep: dict) -> torch.Tensor:
-    """uint8 [T, H, W, 3] frames -> uint8 [T, 3, crop, crop] as `prep` (preprocessing()) says:
-    shorter side to resize (antialiased, as torchvision's weights transforms do), then a centre
-    crop. Stays uint8 so that workers hand small tensors to the main process (and to the GPU)."""
+    """uint8 [T, H, W, 3] -> [T, 3, crop, crop], antialiased as torchvision's transforms; uint8: small to hand on."""
     video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
     video = TF.resize(video, [prep["resize"]], InterpolationMode(prep["interpolation"]), antialias=True)
     return TF.center_crop(video, [prep["crop"], prep["crop"]])
@@ -297,21 +236,16 @@ def normalize(batch: torch.Tensor, prep: dict) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> float32 normalised by prep's mean and std, channels_last, on batch's device."""
     mean = torch.tensor(prep["mean"], device=batch.device).view(1, 3, 1, 1) * 255
     std = torch.tensor(prep["std"], device=batch.device).view(1, 3, 1, 1) * 255
-    batch = (batch.float() - mean) / std
-    return batch.contiguous(memory_format=torch.channels_last)
+    return ((batch.float() - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
 @torch.inference_mode()
 def embed(model: torch.nn.Module, batch: torch.Tensor, precision: str) -> torch.Tensor:
-    """Features [N, D] float32 on the CPU for a uint8 [N, 3, H, W] batch (on any device),
-    through a model from prepare_for_inference on the model's device, normalised by its
-    preprocessing."""
+    """float32 features [N, D] on the CPU of a uint8 [N, 3, H, W] batch, by a prepare_for_inference model."""
     device = model.inference_device
     x = normalize(batch.to(device, non_blocking=True), model.preprocessing)
     if device.type == "cuda":
         with torch.autocast("cuda", dtype=DTYPES[precision], enabled=precision != "fp32"):
-            out = model(x)
-    else:
-        out = model(x.to(DTYPES[precision]))
-    return out.float().cpu()
+            return model(x).float().cpu()
+    return model(x.to(DTYPES[precision])).float().cpu()
 

@@ -1,15 +1,7 @@
-"""The features folder and the join of a split to it: the features stage stores every video
-once, the split stage says which video goes where (<splits>/<split>.csv).
-
-The folder holds, per class folder (the first component of the video's path), a float16
-[n, T, D] shard shards/<folder>.npy and its index shards/<folder>.csv (video, rotation,
-warning; row i of the index is row i of the shard), and info.json. A new class adds its two
-files and the others keep their bytes, so DVC's cache grows by the new class only: no file
-lists every video. Readers take rows on demand with pread: neither a copy of a split nor the
-pages of the shards (as a memory map's would) count in the process's memory."""
+"""The features folder: per class folder a float16 [n, T, D] shard and its index (a new class adds two files,
+DVC's cache grows by those only), and info.json; rows read on demand with pread (no copy, no mapped pages)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -24,14 +16,13 @@ SHARDS = "shards"
 
 
 def shard_name(video: str) -> str:
-    """The shard of a video (a path relative to data.root, / separated): its class folder."""
+    """The shard of a video (relative to data.root): its class folder's."""
     folder, sep, _ = video.partition("/")
     return f"{folder}.npy" if sep else "_.npy"  # a video directly in data.root
 
 
 def write_features(out: Path, table: pd.DataFrame, load: Callable[[int], np.ndarray]) -> None:
-    """out/shards/<folder>.npy and .csv from table (video, rotation, warning: one row per
-    video) and load(i), the float16 [T, D] features of table's row i; a shard at a time."""
+    """The shards of table (video, rotation, warning) and load(i), the [T, D] features of its row i."""
     table = table.reset_index(drop=True)
     (out / SHARDS).mkdir(parents=True, exist_ok=True)
     for name, rows in table.groupby(table["video"].map(shard_name), sort=True):
@@ -49,8 +40,7 @@ def read_index(features: Path) -> pd.DataFrame:
 
 
 class Features:
-    """float16 [N, T, D] rows of a features folder, read on demand: x[i], x[a:b], x[int array]
-    return arrays; len(x), x.shape, x.nbytes; np.asarray(x) reads them all."""
+    """float16 [N, T, D] rows of a features folder, read on demand as arrays (x[i], x[a:b], x[ints], np.asarray)."""
 
     def __init__(self, folder: Path, shards: np.ndarray, rows: np.ndarray):
         self.folder, self.shards, self.rows = Path(folder), np.asarray(shards), np.asarray(rows, np.int64)
@@ -86,7 +76,8 @@ class Features:
                 j += 1
             fd, offset = self._files[shard] if shard in self._files else self._open(shard)[:2]
             if os.preadv(fd, [flat[i:j]], offset + int(row) * row_bytes) != (j - i) * row_bytes:
-                raise UserError(f"{self.folder / SHARDS / shard} is shorter than its index says: re-run the features stage")
+                raise UserError(f"{self.folder / SHARDS / shard} is shorter than its index says: "
+                                "re-run the features stage")
             i = j
         return out[0] if np.ndim(index) == 0 else out
 
@@ -104,15 +95,8 @@ def open_features(features: Path) -> tuple[Features, pd.DataFrame]:
     return Features(features, table["shard"].to_numpy(), table["row"].to_numpy()), table
 
 
-def feature_info(features: Path) -> dict:
-    """What made the features (backbone, weights and their SHA-256, precision, ...)."""
-    return json.loads((features / "info.json").read_text())
-
-
 def load_split(name: str, features: Path, splits: Path) -> tuple[Features, pd.DataFrame, int]:
-    """(float16 [N, T, D] features, read on demand, their split rows in split order, videos of the split
-    that have no features because they could not be decoded: each named in a warning, with
-    the classes it leaves without a video in this split)."""
+    """(features, split rows, count of the split's videos without features: each named in a warning)."""
     rows = pd.read_csv(splits / f"{name}.csv")
     index = read_index(features)[["video", "shard", "row"]]
     joined = rows.merge(index, on="video", how="left", validate="one_to_one")

@@ -1,7 +1,5 @@
-"""Pick what the machine can do: the device, the precision, decode workers, batch size.
-
-`auto` values are resolved here, once, and the resolved ones are recorded (metrics and the
-model file), so a run says what it really used."""
+"""Resolve `auto` for this machine (device, precision, decode workers, batch size), once: the resolved values
+are recorded (metrics, the model file), so a run says what it really used."""
 from __future__ import annotations
 
 import os
@@ -12,8 +10,7 @@ from actionrec.errors import ParamsError
 
 
 def resolve_device(name: str, key: str = "runtime.device") -> torch.device:
-    """auto -> the first CUDA GPU when torch sees one, else the CPU. Asking for CUDA where
-    there is none is a one-line error naming the key."""
+    """auto -> the first CUDA GPU when torch sees one, else the CPU; a CUDA device it lacks is a ParamsError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -27,14 +24,12 @@ def resolve_device(name: str, key: str = "runtime.device") -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX on x86); elsewhere
-    bf16 is emulated and slower than fp32 (measured: 1.9 vs 9.1 frames/s on a Xeon without it)."""
+    """AVX512-BF16 or AMX: elsewhere bf16 is emulated, slower than fp32 (1.9 vs 9.1 frames/s on a Xeon)."""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto -> bf16 on CUDA (fp16 where the GPU lacks bf16), bf16 on a CPU with native bf16,
-    else fp32. An explicit choice is kept; int8 (OpenVINO) runs on the CPU only."""
+    """auto -> bf16 on CUDA (fp16 without bf16) and on a CPU with native bf16, else fp32; int8: CPU only."""
     if precision == "int8" and device.type == "cuda":
         raise ParamsError("features.precision int8 runs on the CPU only (OpenVINO): set runtime.device: cpu, "
                           "or precision auto, bf16, fp16 or fp32 on the GPU")
@@ -53,8 +48,7 @@ def available_cores() -> int:
 
 
 def resolve_workers(num_workers: int | str, device: torch.device) -> int:
-    """auto -> decode workers that keep the backbone busy: on CUDA decoding is the limit, so
-    all cores but one; on the CPU the backbone needs the cores, so one worker per 4 cores."""
+    """auto -> all cores but one on CUDA (decoding is the limit), else one per 4 cores (the backbone needs them)."""
     if num_workers != "auto":
         return int(num_workers)
     cores = available_cores()
@@ -68,28 +62,18 @@ def resolve_batch_frames(batch_frames: int | str, device: torch.device) -> int:
     return 256 if device.type == "cuda" else 64
 
 
-def check_decoder(decoder: str) -> None:
-    """An explicit runtime.decoder must be installed, and load, here."""
-    from actionrec.video import unavailable_decoder
-
-    if unavailable_decoder(decoder):
-        raise ParamsError(unavailable_decoder(decoder))
-
-
 def resolve_runtime(features: dict, runtime: dict) -> tuple[dict, torch.device]:
-    """The features params checked with torchvision, merged with the runtime (speed) params,
-    every `auto` resolved for this machine; and the device. A device or decoder this machine
-    lacks is a ParamsError naming the key. Sets torch's thread count (runtime.threads; 0 = all
-    cores)."""
+    """(features and runtime params checked on this machine, `auto` resolved; the device). Sets the threads."""
     from actionrec.backbone import check_features
+    from actionrec.video import unavailable_decoder
 
     check_features(features)
     cfg = {**features, **runtime}
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     device = resolve_device(cfg["device"])
-    check_decoder(cfg["decoder"])
-    resolved = dict(cfg, device=str(device), precision=resolve_precision(cfg["precision"], device),
-                    num_workers=resolve_workers(cfg["num_workers"], device),
-                    batch_frames=resolve_batch_frames(cfg["batch_frames"], device))
-    return resolved, device
+    if unavailable_decoder(cfg["decoder"]):  # an explicit one must be installed, and load, here
+        raise ParamsError(unavailable_decoder(cfg["decoder"]))
+    return dict(cfg, device=str(device), precision=resolve_precision(cfg["precision"], device),
+                num_workers=resolve_workers(cfg["num_workers"], device),
+                batch_frames=resolve_batch_frames(cfg["batch_frames"], device)), device

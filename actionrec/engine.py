@@ -1,14 +1,6 @@
-"""runtime.engine: ray. The features of many videos on every core and GPU of a Ray cluster
-(RAY_ADDRESS names it; unset, a local Ray on this machine's cores and GPUs): Ray Data, built
-from the list of paths, decodes in CPU tasks with this project's decoder (ClipDataset: the 16
-sampled frames, resized and cropped) and embeds in a pool of actors that each build the
-backbone once (one GPU each where the cluster has GPUs). Results stream back to the features
-stage in completion order; it writes the store and the outputs as with the local engine.
-
-Speed only: the same features as runtime.engine: local (tests/test_ray.py), so this module is
-no dep of the features stage. Ray retries a task whose worker died, and restarts a dead actor
-(Ray Data's defaults); the stage keeps each video's first result. Ray's own files (logs,
-spilled objects) go to its temp dir outside the repository, never into a DVC output."""
+"""runtime.engine: ray. Ray Data decodes in CPU tasks and embeds in actors (a GPU each where there are GPUs)
+on the cluster RAY_ADDRESS names, else a local Ray. Speed only (tests/test_ray.py): no dep of the features
+stage. Ray retries a dead task or actor; the stage keeps each video's first result."""
 from __future__ import annotations
 
 import logging
@@ -38,8 +30,7 @@ def start() -> dict:
 
 
 def _decode(batch: dict, num_frames: int, prep: dict, decoder: str) -> dict:
-    """A CPU task: the uint8 [T, 3, crop, crop] frames of each path (zeros when it fails),
-    the error ("" when fine), the rotation and any warning."""
+    """A CPU task: each path's uint8 [T, 3, crop, crop] frames (zeros when it fails), error, rotation, warning."""
     empty = np.zeros((num_frames, 3, prep["crop"], prep["crop"]), np.uint8)
     clips = [ClipDataset([str(path)], num_frames, prep, decoder)[0] for path in batch["path"]]
     return {"index": batch["index"], "frames": np.stack([empty if f is None else f.numpy() for _, f, _, _ in clips]),
@@ -70,8 +61,7 @@ class _Embed:
 
 
 def iter_features_ray(paths: list[str], cfg: dict) -> Iterator[tuple[int, np.ndarray | None, str, dict]]:
-    """As actionrec.extract.iter_features (float16 features), on Ray. cfg: the resolved
-    features and runtime params; the actors use cfg's device type, one GPU each on CUDA."""
+    """As actionrec.extract.iter_features, on Ray; cfg: the resolved params (its device type for the actors)."""
     import ray
 
     from actionrec.backbone import preprocessing
@@ -82,8 +72,7 @@ def iter_features_ray(paths: list[str], cfg: dict) -> Iterator[tuple[int, np.nda
     prep = preprocessing(cfg)
     data = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)],
                                override_num_blocks=max(1, -(-len(paths) // VIDEOS_PER_BLOCK)))
-    # tasks (retried by Ray when their worker dies); the memory they ask for (a worker with torch
-    # and a few 1080p frames) also keeps Ray from fusing the decoding into the actors
+    # tasks (retried when their worker dies); the memory asked for also keeps Ray from fusing them into the actors
     data = data.map_batches(_decode, batch_size=None, num_cpus=1, memory=2**30,
                             fn_kwargs={"num_frames": cfg["num_frames"], "prep": prep, "decoder": cfg["decoder"]})
     # on the CPU, an actor per 8 cores, each with their threads, the decode tasks beside it

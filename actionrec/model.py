@@ -1,5 +1,4 @@
-"""The temporal heads over frame features (lstm, gru, transformer, mean), the feature
-standardisation they share, and the model file."""
+"""The temporal heads over frame features (lstm, gru, transformer, mean), their input, the model file."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,28 +8,19 @@ from torch import nn
 from actionrec.params import HEADS  # each head, with the train.* keys its build_model reads
 
 
-def _projection(input_dim: int, proj_dim: int) -> tuple[nn.Module, int]:
-    """Linear input_dim -> proj_dim, or nothing when proj_dim is 0. Projecting first makes the
-    recurrent layer's input matmul proj_dim x 4H instead of 2048 x 4H, the bulk of its cost."""
-    if proj_dim <= 0:
-        return nn.Identity(), input_dim
-    return nn.Linear(input_dim, proj_dim), proj_dim
-
-
 class RecurrentClassifier(nn.Module):
-    """[B, T, D] standardised frame features -> [B, C] logits from the last hidden state of an
-    LSTM or GRU (cell)."""
+    """[B, T, D] standardised frame features -> [B, C] logits from the last hidden state of an LSTM or GRU."""
 
     def __init__(self, input_dim: int, num_classes: int, cell: str = "lstm", hidden_size: int = 256,
                  num_layers: int = 1, dropout: float = 0.3, bidirectional: bool = False,
                  proj_dim: int = 0):
         super().__init__()
-        self.proj, rnn_in = _projection(input_dim, proj_dim)
-        # dropout after the projection: drawing a mask for every 2048-d input value cost more
-        # than the whole LSTM step (bench/train.py)
+        # projecting first (proj_dim > 0) makes the recurrent layer's input matmul proj_dim x 4H, not 2048 x 4H
+        self.proj = nn.Linear(input_dim, proj_dim) if proj_dim > 0 else nn.Identity()
+        # dropout after the projection: a mask for every 2048-d input cost more than the LSTM step (bench/train.py)
         self.input_dropout = nn.Dropout(dropout)
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.rnn = rnn(rnn_in, hidden_size, num_layers, batch_first=True,
+        self.rnn = rnn(proj_dim if proj_dim > 0 else input_dim, hidden_size, num_layers, batch_first=True,
                        dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
         self.head = nn.Sequential(nn.Dropout(dropout),
                                   nn.Linear(hidden_size * (2 if bidirectional else 1), num_classes))
@@ -45,8 +35,7 @@ class RecurrentClassifier(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    """Projection, learned frame-position embedding, pre-norm transformer encoder, mean over
-    frames, linear. The position embedding is what makes it see the frame order."""
+    """Projection, learned frame positions (what makes it see the order), pre-norm encoder, mean, linear."""
 
     def __init__(self, input_dim: int, num_classes: int, num_frames: int, proj_dim: int = 128,
                  num_layers: int = 1, num_heads: int = 4, dropout: float = 0.3):
@@ -54,7 +43,8 @@ class TransformerClassifier(nn.Module):
         self.proj = nn.Linear(input_dim, proj_dim)
         self.input_dropout = nn.Dropout(dropout)
         self.position = nn.Parameter(torch.zeros(1, num_frames, proj_dim))
-        nn.init.normal_(self.position, std=1.0)  # the scale of the projected features: order is visible from the start (0.02 stalled on the demo)
+        # the scale of the projected features: order is visible from the start (0.02 stalled on the demo)
+        nn.init.normal_(self.position, std=1.0)
         layer = nn.TransformerEncoderLayer(proj_dim, num_heads, 2 * proj_dim, dropout, batch_first=True,
                                            norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
@@ -92,11 +82,8 @@ def build_model(meta: dict) -> nn.Module:
     raise ValueError(f"unknown head {head!r}: expected one of {', '.join(HEADS)}")
 
 
-
-
 def uses_centering(cfg: dict) -> bool:
-    """Clip centring leaves the mean head nothing: every centred clip averages to zero.
-    temporal_centering must be resolved to true/false first (stages/train.py resolves auto)."""
+    """Clip centring leaves the mean head nothing: every centred clip averages to zero."""
     if not isinstance(cfg["temporal_centering"], bool):
         raise ValueError(f"temporal_centering must be resolved to a bool, got {cfg['temporal_centering']!r}")
     return cfg["temporal_centering"] and cfg.get("head", "lstm") != "mean"
@@ -104,18 +91,12 @@ def uses_centering(cfg: dict) -> bool:
 
 def prepare(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
             center_clips: bool = False) -> torch.Tensor:
-    """A batch of float16 [B, T, D] features -> float32, per-dimension standardised with the
-    train statistics. Done per batch so that no float32 copy of all features is ever made.
-
-    center_clips subtracts each clip's own mean vector: what is left is how the frames
-    change over time, without the scene's look. That is the signal on the demo data, whose
-    appearance is random per group, and on random-weight features; with ImageNet features on
-    real UCF-101 the look is most of the signal, so leave it off there."""
+    """float16 [B, T, D] -> float32 standardised, a batch at a time. center_clips subtracts each clip's mean,
+    leaving how frames change, not the look: the demo's signal (look random per group), not real UCF-101's."""
     x = features.float()
     # centring commutes with the per-dimension scaling, so centre first and skip the shift
-    if center_clips:
-        return (x - x.mean(dim=1, keepdim=True)) / std
-    return (x - mean) / std
+    shift = x.mean(dim=1, keepdim=True) if center_clips else mean
+    return (x - shift) / std
 
 
 def standardize(features: np.ndarray, mean: np.ndarray, std: np.ndarray,
@@ -126,15 +107,13 @@ def standardize(features: np.ndarray, mean: np.ndarray, std: np.ndarray,
 
 
 def lstm_inputs(features: np.ndarray, meta: dict) -> torch.Tensor:
-    """Backbone features [N, T, D] -> the head's input, prepared exactly as train did it
-    (train statistics and centring from the model file's meta)."""
+    """Backbone features [N, T, D] -> the head's input, as train prepared it (statistics from the meta)."""
     return standardize(features, meta["feature_mean"].numpy(), meta["feature_std"].numpy(),
                        meta["temporal_centering"])
 
 
 def feature_stats(features: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and std over all train frames (std floored: dead units stay 0).
-    Summed in float64 a chunk of clips at a time: no float64 copy of all features."""
+    """Per-dimension mean and std over all frames (std floored: dead units stay 0), in float64 by chunks."""
     total = np.zeros(features.shape[-1])
     squares = np.zeros(features.shape[-1])
     for start in range(0, len(features), chunk):
@@ -148,8 +127,7 @@ def feature_stats(features: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, n
 
 
 def load_checkpoint(path: str, device: torch.device = torch.device("cpu")) -> tuple[nn.Module, dict]:
-    """(model in eval mode on device, meta) from models/model.pt, loaded with weights_only=True
-    onto the CPU first, so a file written on a GPU machine loads anywhere."""
+    """(model in eval mode on device, meta), loaded onto the CPU first: a file written on a GPU loads anywhere."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(checkpoint["meta"])
     # model files from before heads named the recurrent layer "lstm"

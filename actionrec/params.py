@@ -1,14 +1,10 @@
-"""Load params.yaml and validate every key, with one-line errors that say what to do.
-
-The schema is a pydantic model per section, unknown keys forbidden; every load checks the
-whole file against it (cheap, no torch: subset and split load params without it). What
-torchvision knows of the features section is checked by actionrec.backbone.check_features.
-"""
+"""params.yaml, every key validated on every load (a pydantic model per section; no torch: subset and split run
+without it), with one-line errors that say what to do. actionrec.backbone.check_features adds torchvision's."""
 import difflib
 import functools
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationError,
@@ -17,8 +13,6 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
 from actionrec.errors import ParamsError
 from actionrec.video import DECODERS  # numpy only, no torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-INTERPOLATIONS = ("auto", "bilinear", "bicubic", "nearest")
 HEADS = {  # the heads actionrec.model builds, each with the train.* keys it reads (recorded in the model meta)
     "lstm": ("hidden_size", "num_layers", "bidirectional", "proj_dim"),
     "gru": ("hidden_size", "num_layers", "bidirectional", "proj_dim"),
@@ -35,7 +29,7 @@ def _not_bool(value: Any) -> Any:
 
 
 def _number(kind: type, low: float | None = None, high: float | None = None) -> Any:
-    """An int or a float within [low, high]. YAML 1.1 reads 1e-4 as a string: pydantic converts it."""
+    """YAML 1.1 reads 1e-4 as a string: pydantic converts it."""
     return Annotated[kind, BeforeValidator(_not_bool), Field(ge=low, le=high)]
 
 
@@ -133,10 +127,10 @@ class Features(_Section):
     backbone: StrictStr  # torchvision's names and weights: checked with torchvision (_check_features)
     weights: Annotated[StrictStr, Field(min_length=1, description="none, a torchvision weights name of the "
                                                                   f"backbone or a file under {WEIGHTS_DIR}/")]
-    precision: Literal[PRECISIONS]
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"]
     resize: _auto_or(_int(16), "auto or an integer >= 16")
     crop: _auto_or(_int(16), "auto or an integer >= 16")
-    interpolation: Literal[INTERPOLATIONS]
+    interpolation: Literal["auto", "bilinear", "bicubic", "nearest"]
     seed: _int()
 
 
@@ -202,54 +196,37 @@ class Params(_Section):
 
 SECTIONS = tuple(Params.model_fields)
 MODELS: dict[str, type[_Section]] = {name: field.annotation for name, field in Params.model_fields.items()}
-KNOWN_KEYS = [f"{section}.{key}" for section, model in MODELS.items() for key in model.model_fields]
+KEYS = {key: f"{section}.{key}" for section in reversed(SECTIONS) for key in MODELS[section].model_fields}
+
+
+def _initials(name: str) -> str:
+    return "".join(word[:1] for word in name.split("_"))
 
 
 def _nearest(section: str, key: str | None) -> str | None:
-    """The known key (or section) a misspelt one most likely meant: the same key name in another
-    section, a key it extends or spells out (lr_typo, learning_rate -> lr), else the closest
-    spelling in its section, then in any."""
+    """The known key a misspelt one meant: the same key elsewhere, one it extends or spells out, the closest."""
     if key is None:  # an unknown section: a misspelt section, or a key put at the top level
         close = difflib.get_close_matches(section, SECTIONS, n=1)
         return close[0] if close else _nearest("", section)
-    names = {known.split(".")[1]: known for known in reversed(KNOWN_KEYS)}  # key -> its first section's
-    if key in names:
-        return names[key]
+    if key in KEYS:
+        return KEYS[key]
     own = list(MODELS[section].model_fields) if section in MODELS else []
-    initials = "".join(word[:1] for word in key.split("_"))
-    related = [k for k in own if key.startswith(k + "_") or initials == k or "".join(w[0] for w in k.split("_")) == key]
+    related = [k for k in own if key.startswith(k + "_") or _initials(key) == k or _initials(k) == key]
     if related:
         return f"{section}.{max(related, key=len)}"
     close = difflib.get_close_matches(key, own, n=1)
     if close:
         return f"{section}.{close[0]}"
-    close = difflib.get_close_matches(key, names, n=1)
-    return names[close[0]] if close else None
+    close = difflib.get_close_matches(key, KEYS, n=1)
+    return KEYS[close[0]] if close else None
 
 
-def _unknown(loc: tuple) -> str:
-    section, key = loc[0], (loc[1] if len(loc) > 1 else None)
-    name, what = (section, "section") if key is None else (f"{section}.{key}", "key")
+def _unknown(section: str, key: str | None = None) -> str:
     guess = _nearest(section, key)
     hint = f"did you mean {guess}?" if guess else (
         f"the sections are {', '.join(SECTIONS)}" if key is None else
         f"the keys of {section} are {', '.join(MODELS[section].model_fields)}")
-    return f"params.yaml: unknown {what} {name}: {hint}"
-
-
-def _describe(field) -> str:
-    """What a field accepts, in words: its description, or read from its type."""
-    if field.description:
-        return field.description
-    if getattr(field.annotation, "__origin__", None) is Literal:
-        return f"one of {', '.join(map(str, field.annotation.__args__))}"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[field.annotation]
-
-
-def _bounds(field) -> str:
-    low = next((m.ge for m in field.metadata if getattr(m, "ge", None) is not None), None)
-    high = next((m.le for m in field.metadata if getattr(m, "le", None) is not None), None)
-    return f">= {low}" if high is None else f"between {low} and {high}"
+    return f"params.yaml: unknown {'section ' + section if key is None else f'key {section}.{key}'}: {hint}"
 
 
 def _message(error: dict) -> str:
@@ -258,7 +235,7 @@ def _message(error: dict) -> str:
     if kind == "value_error" and isinstance(error["ctx"]["error"], ParamsError):  # our own checks
         return str(error["ctx"]["error"])
     if kind == "extra_forbidden":
-        return _unknown(loc)
+        return _unknown(*loc)
     if not loc:
         return "params.yaml must be a mapping of sections (data:, features:, ...)"
     if len(loc) == 1:
@@ -268,8 +245,16 @@ def _message(error: dict) -> str:
     if kind == "missing":
         return f"params.yaml: {name} is missing"
     if kind in ("greater_than_equal", "less_than_equal") and not field.description:
-        return f"params.yaml: {name} must be {_bounds(field)}, got {error['input']}"
-    return f"params.yaml: {name} must be {_describe(field)}, got {error['input']!r}"
+        bound = {b: getattr(m, b) for m in field.metadata for b in ("ge", "le") if hasattr(m, b)}
+        accepts = f">= {bound.get('ge')}" if "le" not in bound else f"between {bound.get('ge')} and {bound['le']}"
+        return f"params.yaml: {name} must be {accepts}, got {error['input']}"
+    if field.description:
+        accepts = field.description
+    elif get_origin(field.annotation) is Literal:
+        accepts = f"one of {', '.join(map(str, get_args(field.annotation)))}"
+    else:
+        accepts = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[field.annotation]
+    return f"params.yaml: {name} must be {accepts}, got {error['input']!r}"
 
 
 def _validated(model: type[BaseModel], values: Any, section: str | None = None) -> dict:
@@ -282,16 +267,8 @@ def _validated(model: type[BaseModel], values: Any, section: str | None = None) 
         raise ParamsError(_message(errors[0])) from None
 
 
-def _check_data_root(data: dict, repo: Path) -> None:
-    """dvc.lock records data.root: an absolute path inside the repository would differ per clone."""
-    root = Path(data["root"])
-    if root.is_absolute() and root.resolve().is_relative_to(repo.resolve()):
-        relative = root.resolve().relative_to(repo.resolve()).as_posix()
-        raise ParamsError(f"params.yaml: data.root {root} is an absolute path inside this repository: use the "
-                          f"relative path {relative} (dvc.lock records it, and it must not differ per clone)")
-
-
 def _check_synthesize(cfg: dict) -> None:
+    """Apart from the schema: the demo's classes come from actionrec.synthetic, which imports PyAV."""
     from actionrec.synthetic import CLASS_NAMES
 
     if cfg["num_classes"] > len(CLASS_NAMES):
@@ -299,21 +276,16 @@ def _check_synthesize(cfg: dict) -> None:
                           f"(the demo's classes), got {cfg['num_classes']}")
 
 
-DEEP_CHECKS = {"synthesize": _check_synthesize}  # features: actionrec.backbone.check_features (torchvision)
-
-
 def check_section(section: str, cfg: dict) -> dict:
     """A validated copy of one params section (values coerced); raises ParamsError."""
     cfg = _validated(MODELS[section], cfg, section)
-    if section in DEEP_CHECKS:
-        DEEP_CHECKS[section](cfg)
+    if section == "synthesize":
+        _check_synthesize(cfg)
     return cfg
 
 
 def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
-    """The named sections of params.yaml as plain dicts, values coerced. The whole file is
-    checked on every call (unknown keys, types, ranges); the named sections also get the checks
-    that need the demo's classes. Raises ParamsError."""
+    """The named sections as plain dicts, values coerced; the whole file is checked. Raises ParamsError."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -321,23 +293,25 @@ def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, d
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     params = _validated(Params, raw)
-    _check_data_root(params["data"], Path(path).resolve().parent)
-    for section in sections:
-        if section in DEEP_CHECKS:
-            DEEP_CHECKS[section](params[section])
+    root, repo = Path(params["data"]["root"]), Path(path).resolve().parent
+    if root.is_absolute() and root.resolve().is_relative_to(repo):  # dvc.lock records it: the same in every clone
+        raise ParamsError(f"params.yaml: data.root {root} is an absolute path inside this repository: use the "
+                          f"relative path {root.resolve().relative_to(repo).as_posix()} (dvc.lock records it, "
+                          "and it must not differ per clone)")
+    if "synthesize" in sections:
+        _check_synthesize(params["synthesize"])
     if "data" in sections and "features" in sections:
         check_backbone_fits_data(params["data"], params["features"])
     return {section: params[section] for section in sections}
 
 
 def check_backbone_fits_data(data: dict, features: dict) -> None:
-    """Random backbone weights suit only the synthetic demo: on real videos they would make
-    near-identical features and a model that learns nothing, silently."""
+    """Random weights suit only the demo: on real videos a model on their features learns nothing, silently."""
     from actionrec.pipeline import paths
 
-    demo = paths("synthesize")["out"]
     if features["weights"] != "none" or data["allow_random_weights"]:
         return
+    demo = paths("synthesize")["out"]
     if data["source"] != "synthetic":
         real = f"data.source is {data['source']}"
     elif Path(data["root"]) != Path(demo):

@@ -1,15 +1,6 @@
-"""features.precision int8: the backbone quantized after training (post-training static
-quantization) with NNCF and run by OpenVINO on the CPU: 8-bit convolutions (VNNI where the
-CPU has it, else AVX2/AVX-512 int8 kernels), the pooled features float32. No C++ compiler
-needed. Why OpenVINO, and the measurements: docs/performance.md.
-
-Calibration is fixed and the same everywhere: CALIBRATION_FRAMES frames of each real clip in
-actionrec/calibration/ (UCF-101 and Kinetics), sampled and preprocessed as the features stage
-does. So a video's int8 features depend on that video and the features params alone, as in
-fp32 (not on the other videos of the dataset), two runs on one machine give identical
-features, and predict.py rebuilds the same backbone from the model file alone. Inference
-precision is pinned to f32 for every op that is not int8 (OpenVINO would otherwise run them
-in bf16 on AVX512-BF16/AMX CPUs)."""
+"""features.precision int8: the backbone quantized by NNCF, run by OpenVINO on the CPU (docs/performance.md).
+Calibration is fixed (the committed clips), so a video's features depend on it and the params alone, and
+predict.py rebuilds the backbone from the model file. Non-int8 ops are pinned to f32 (else bf16 on AMX)."""
 from __future__ import annotations
 
 import contextlib
@@ -39,9 +30,7 @@ def calibration_clips() -> list[np.ndarray]:
 
 
 def calibration_info() -> dict:
-    """What fixes the int8 features beside the params (recorded in info.json and the model
-    file, and part of the feature store's fingerprint): the calibration clips and the versions
-    of OpenVINO and NNCF."""
+    """What fixes the int8 features beside the params (in info.json, the model file, the store's fingerprint)."""
     from importlib.metadata import version
 
     from actionrec.download import sha256_of
@@ -51,17 +40,15 @@ def calibration_info() -> dict:
 
 
 def check_calibration(recorded: dict) -> None:
-    """UserError unless this repository's calibration clips are those a model file records
-    (other OpenVINO/NNCF versions give features within int8's tolerance, as other CPUs do)."""
+    """The clips must match; other OpenVINO/NNCF versions give features within int8's tolerance."""
     here = calibration_info()
-    if {k: recorded.get(k) for k in ("clips", "frames_per_clip")} != {k: here[k] for k in ("clips", "frames_per_clip")}:
+    if any(recorded.get(k) != here[k] for k in ("clips", "frames_per_clip")):
         raise UserError(f"this model's int8 features were calibrated on other clips than those in {CALIBRATION}/ "
                         "here: check out the commit that trained it, or train with features.precision fp32")
 
 
 class Int8Backbone:
-    """An OpenVINO compiled model called like the torch backbone: normalised float32 frames
-    [N, 3, H, W] in, float32 features [N, D] out."""
+    """An OpenVINO compiled model called like the torch backbone: float32 frames in, float32 features out."""
 
     def __init__(self, compiled, feature_dim: int, prep: dict):
         self.compiled, self.feature_dim, self.preprocessing = compiled, feature_dim, prep
@@ -73,9 +60,7 @@ class Int8Backbone:
 
 
 def quantize(model: torch.nn.Module, frames: torch.Tensor, prep: dict) -> Int8Backbone:
-    """The fp32 backbone (on the CPU, eval mode) quantized to int8 on `frames` (the calibration
-    clips' frames, normalised as the backbone takes them), compiled for this CPU with torch's
-    thread count."""
+    """The fp32 backbone quantized on `frames` (normalised calibration frames), compiled for this CPU."""
     import nncf
     import openvino as ov
 

@@ -1,9 +1,5 @@
-"""Choose the class/video subset and split it into train/val/test without leaking groups.
-
-A UCF-101 group (gNN) is cut from one long source video, so its clips share the actor, the
-scene and the camera. A split that puts clips of one group on both sides measures
-recognition of that scene, not of the action: whole groups go to one split.
-"""
+"""Choose the subset and split it into train/val/test by whole groups: a UCF-101 group (gNN) is cut from one
+source video (one actor, scene, camera), so a group on both sides would measure the scene, not the action."""
 from __future__ import annotations
 
 import itertools
@@ -18,28 +14,21 @@ SPLITS = ("train", "val", "test")
 
 
 def class_rng(seed: int, class_name: str) -> np.random.Generator:
-    """Each class draws from its own generator, seeded by the seed and the class name, so
-    adding or removing a class leaves every other class's subset and split unchanged."""
+    """A generator per class (seed, name): adding a class leaves the others' subset and split unchanged."""
     return np.random.default_rng([seed, zlib.crc32(class_name.encode())])
 
 
 def choose_subset(clips: pd.DataFrame, classes: list[str], num_classes: int,
                   videos_per_class: int, seed: int) -> pd.DataFrame:
-    """The subset with labels. Classes: the explicit list if given, else the first
-    num_classes in alphabetical (= classInd.txt) order. A class with more clips than
-    videos_per_class keeps clips round-robin over its groups (seeded), so as many groups
-    as possible survive."""
+    """The labelled subset; a class keeps its clips round-robin over its groups (seeded): most groups survive."""
     available = sorted(clips["class_name"].unique())
-    if classes:
-        missing = [c for c in classes if c not in available]
-        if missing:
-            raise UserError(f"subset.classes names classes not found under data.root: {missing[:5]}")
-        chosen = sorted(classes)
-    else:
-        if num_classes > len(available):
-            raise UserError(f"subset.num_classes is {num_classes} but data.root holds "
-                            f"{len(available)} classes: lower it or point data.root elsewhere")
-        chosen = available[:num_classes]
+    missing = [c for c in classes if c not in available]
+    if missing:
+        raise UserError(f"subset.classes names classes not found under data.root: {missing[:5]}")
+    if not classes and num_classes > len(available):
+        raise UserError(f"subset.num_classes is {num_classes} but data.root holds "
+                        f"{len(available)} classes: lower it or point data.root elsewhere")
+    chosen = sorted(classes) if classes else available[:num_classes]
     kept = []
     for label, class_name in enumerate(chosen):
         rng = class_rng(seed, class_name)
@@ -55,8 +44,7 @@ def choose_subset(clips: pd.DataFrame, classes: list[str], num_classes: int,
 
 def _assign_groups(sizes: dict[int, int], fractions: dict[str, float],
                    rng: np.random.Generator) -> dict[int, str]:
-    """Greedy: largest groups first (ties in seeded order), each to the split furthest below
-    its target count; every split gets a group first when there are enough groups."""
+    """Greedy: largest groups first, each to the split furthest below its target; small splits seeded first."""
     order = list(rng.permutation(sorted(sizes)))
     order.sort(key=lambda g: -sizes[g])  # stable: seeded order among equal sizes
     total = sum(sizes.values())
@@ -93,8 +81,7 @@ def group_split(subset: pd.DataFrame, fractions: dict[str, float], seed: int) ->
 
 def official_split(subset: pd.DataFrame, test_list: list[str], fractions: dict[str, float],
                    seed: int) -> pd.Series:
-    """test = the official test list restricted to the subset, exactly; val = whole groups
-    carved out of the official train part."""
+    """test: the official test list within the subset; val: whole groups of the official train part."""
     result = pd.Series("test", index=subset.index)
     train_part = subset[~subset["video"].isin(set(test_list))]
     total = fractions["train"] + fractions["val"]

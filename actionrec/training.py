@@ -1,10 +1,5 @@
-"""The training loop as plain functions: arrays in, best weights and a summary out.
-
-Features stay float16 and are standardised one mini-batch at a time, so no float32 copy of
-the training set is ever made. A split of at most RESIDENT_BYTES goes to the device whole;
-a larger one (actionrec.dataset.Features) is read a mini-batch at a time, in the same order,
-so memory stays flat whatever the dataset's size and the result is the same; the train loss and accuracy logged per
-epoch are the running figures of that epoch's mini-batches, not an extra forward pass."""
+"""The training loop. Features stay float16, standardised a mini-batch at a time; a split over RESIDENT_BYTES
+is read from the shards a mini-batch at a time, in the same order: flat memory, the same result."""
 from __future__ import annotations
 
 import os
@@ -13,6 +8,9 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
+
+from actionrec.errors import UserError
 
 # cuBLAS needs this for use_deterministic_algorithms on CUDA; must be set before its first use
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -50,14 +48,8 @@ def predict_logits(model: nn.Module, x: torch.Tensor, transform: Transform | Non
 def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
         y_val: torch.Tensor, cfg: dict, device: torch.device = torch.device("cpu"), live=None,
         transform: Transform | None = None, progress: bool = False) -> dict:
-    """Train model with Adam, ReduceLROnPlateau and early stopping on validation loss.
-
-    x_*: [N, T, D] features in any dtype (float16 keeps memory low), tensors, arrays or
-    Features (read a batch at a time when larger than RESIDENT_BYTES); transform maps a batch on
-    the device to the model's float32 input (standardisation). cfg: lr, weight_decay,
-    batch_size, max_epochs, patience, lr_factor, lr_patience, seed. live: a dvclive Live or
-    None. Returns best_epoch, epochs_run, best_val_loss, best_val_accuracy and state_dict (the
-    best epoch's weights, on the CPU), and leaves those weights in model."""
+    """Adam, ReduceLROnPlateau, early stopping on the validation loss; leaves the best weights in model. The
+    train loss and accuracy logged are the running figures of the epoch's mini-batches."""
     torch.manual_seed(cfg["seed"])
     model.to(device)
     x_train, x_val = resident(x_train, device), resident(x_val, device)
@@ -67,19 +59,14 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: t
                                                            patience=cfg["lr_patience"])
     generator = torch.Generator().manual_seed(cfg["seed"])
     best = {"val_loss": float("inf"), "epoch": -1}
-    prep = transform or (lambda batch: batch.float())
-    epochs = range(cfg["max_epochs"])
-    if progress:
-        from tqdm import tqdm
-
-        epochs = tqdm(epochs, desc="train", unit="epoch", leave=False)
-    for epoch in epochs:
+    transform = transform or (lambda batch: batch.float())
+    for epoch in tqdm(range(cfg["max_epochs"]), desc="train", unit="epoch", leave=False, disable=not progress):
         model.train()
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         for batch in torch.randperm(len(x_train), generator=generator).split(cfg["batch_size"]):
             batch = batch.to(device)
             target = y_train[batch]
-            logits = model(prep(take(x_train, batch, device)))
+            logits = model(transform(take(x_train, batch, device)))
             loss = nn.functional.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -88,7 +75,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: t
             loss_sum += loss.detach() * len(batch)
             correct += (logits.detach().argmax(1) == target).sum()
         train_loss, train_acc = loss_sum.item() / len(x_train), correct.item() / len(x_train)
-        val_logits = predict_logits(model, x_val, prep, device=device)
+        val_logits = predict_logits(model, x_val, transform, device=device)
         val_loss = nn.functional.cross_entropy(val_logits, y_val.cpu()).item()
         val_acc = (val_logits.argmax(1) == y_val.cpu()).float().mean().item()
         scheduler.step(val_loss)
@@ -104,8 +91,6 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: t
         elif epoch - best["epoch"] >= cfg["patience"]:
             break
     if "state_dict" not in best:
-        from actionrec.errors import UserError
-
         raise UserError(f"the validation loss was never finite in {epoch + 1} epochs (the run diverged): "
                         "lower train.lr")
     model.load_state_dict(best["state_dict"])

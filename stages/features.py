@@ -1,19 +1,7 @@
-"""Stage features: num_frames frames of every video in VIDEO_LIST through the frozen backbone
--> OUT: per class folder a float16 [n, T, D] shard and its index (the videos, the rotation
-applied to each and any decoding warning) and info.json (what made
-them; actionrec/dataset.py reads them); METRICS and FAILED (one row per video that could not be decoded).
-
-Features depend on the videos and the features params only: not on labels, groups or the
-split (train and evaluate join the split's CSVs to the shards' indexes by video). Each video's features
-are kept, as soon as they are computed, in a store beside OUT, outside DVC's outputs:
-OUT-store/<fingerprint>/<SHA-256 of the video file>.npz. The fingerprint changes with anything
-that changes the values (the features params, the code this stage depends on in dvc.yaml,
-torch, the weights, the device type), so a store entry is only ever reused for identical
-inputs. So adding a class, raising subset.videos_per_class or an interrupted run decodes only
-the videos that have no features yet; OUT appears only at the end, by renaming a finished
-folder."""
+"""Stage features: every video of VIDEO_LIST through the frozen backbone -> OUT (actionrec/dataset.py),
+METRICS, FAILED. Each video's features go, as soon as computed, to a store outside DVC's outputs,
+OUT-store/<fingerprint>/<video SHA-256>.npz: a new class or an interrupted run decodes only the rest."""
 import hashlib
-import io
 import json
 import shutil
 import sys
@@ -36,17 +24,14 @@ from actionrec.pipeline import code_deps
 
 
 def fingerprint(info: dict) -> str:
-    """Changes when anything but the video itself changes the features (info: the features
-    params and what else made them; the code: every .py file dvc.yaml lists as a dep of this
-    stage, a missing one an error): then stored features are not reused."""
+    """Of info (what made the features) and every .py dep of the stage: a store entry is reused only if same."""
     code = sorted(sha256_of(path) for path in code_deps("features"))
     blob = json.dumps([info, code], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def store_path(store: Path, video: Path) -> Path | None:
-    """Where the features of this video file go in the store (by content, so a renamed or
-    moved file is still found); None when the file cannot be read (decoding reports why)."""
+    """A video's store entry, by content (a moved file is still found); None when unreadable (decoding says why)."""
     try:
         return store / f"{sha256_of(video)[:32]}.npz"
     except OSError:
@@ -55,10 +40,9 @@ def store_path(store: Path, video: Path) -> Path | None:
 
 def save_entry(path: Path, feats: np.ndarray, info: dict) -> None:
     """One video's float16 features and what decoding it said (rotation, warning), atomically."""
-    buffer = io.BytesIO()
-    np.savez(buffer, feats=feats, rotation=info["rotation"], warning=info["warning"])
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buffer.getvalue())
+    with open(tmp, "wb") as file:
+        np.savez(file, feats=feats, rotation=info["rotation"], warning=info["warning"])
     tmp.replace(path)
 
 
@@ -74,41 +58,34 @@ def entry_features(path: Path) -> np.ndarray:
 
 def extract_all(extract, paths: list[str], cfg: dict, store: Path,
                 ) -> tuple[list[str], list[dict], list[Path | None], int]:
-    """An error per path ("" when fine), per path what decoding said ({"rotation", "warning"}),
-    its store entry (None where the file cannot be read), and the number of videos extracted
-    now (the others come from the store, or failed). extract(paths) yields (index into
-    paths, float features or None, error, info) in any order (iter_features, or the Ray
-    engine's); it is called only when some video has no stored features. Each entry is
-    written once, as soon as its features arrive: an interrupted run resumes there."""
+    """(errors, infos, store entries per path; count extracted). extract yields results in any order."""
     stored = [store_path(store, Path(p)) for p in tqdm(paths, desc="hashing videos", unit="video", leave=False)]
     todo = [i for i, entry in enumerate(stored) if entry is None or not entry.exists()]
     errors = [""] * len(paths)
-    reused = sorted(set(range(len(paths))) - set(todo))
     infos = [{"rotation": 0, "warning": ""} for _ in paths]
-    for i in reused:
+    for i in set(range(len(paths))) - set(todo):
         infos[i] = entry_info(stored[i])
     extracted, arrived = 0, set()
     if todo:
         results = extract([paths[i] for i in todo])  # the local engine builds its model here, before the bar
         speed = Throughput()
-        bar = tqdm(total=len(todo), desc="features", unit="video")
-        for local_index, feats, error, info in results:
-            position = todo[local_index]
-            if position in arrived:  # a retried task's result delivered twice: kept once
-                continue
-            arrived.add(position)
-            errors[position] = error if error or stored[position] else "the file could not be read"
-            # the decoder that served a video is a speed choice: not recorded with the result
-            infos[position] = {"rotation": int(info["rotation"]), "warning": str(info["warning"])}
-            if feats is not None and not errors[position]:
-                extracted += 1
-                if not stored[position].exists():  # another file with the same bytes may have come first
-                    save_entry(stored[position], feats.astype(np.float16), infos[position])
-            bar.set_postfix(frames_per_s=f"{speed.add(cfg['num_frames'] if error == '' else 0):.1f}")
-            bar.update()
-        bar.close()
+        with tqdm(total=len(todo), desc="features", unit="video") as bar:
+            for local_index, feats, error, info in results:
+                position = todo[local_index]
+                if position in arrived:  # a retried task's result delivered twice: kept once
+                    continue
+                arrived.add(position)
+                errors[position] = error if error or stored[position] else "the file could not be read"
+                # the decoder that served a video is a speed choice: not recorded with the result
+                infos[position] = {"rotation": int(info["rotation"]), "warning": str(info["warning"])}
+                if feats is not None and not errors[position]:
+                    extracted += 1
+                    if not stored[position].exists():  # another file with the same bytes may have come first
+                        save_entry(stored[position], feats.astype(np.float16), infos[position])
+                bar.set_postfix(frames_per_s=f"{speed.add(cfg['num_frames'] if error == '' else 0):.1f}")
+                bar.update()
         print(f"extracted {extracted} videos at {speed.add(0):.1f} frames/s")
-    print(f"reused {len(reused)} videos from {store}")
+    print(f"reused {len(paths) - len(todo)} videos from {store}")
     return errors, infos, stored, extracted
 
 
@@ -178,9 +155,7 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
                "frames": int(ok.sum()) * cfg["num_frames"],
                "extracted_videos": extracted, "reused_videos": int(ok.sum()) - extracted,
                "feature_dim": info["feature_dim"]}
-    # numbers only: the settings (backbone, weights, the precision and device used) are in
-    # info.json and the model file; as metrics they made `dvc exp show` columns such as a
-    # second "weights" beside the params'
+    # numbers only: the settings are in info.json (as metrics they made `dvc exp show` columns beside the params')
     print(f"features of {summary['videos']} videos: {info['backbone']} ({info['weights']} weights), "
           f"{info['precision']} on {info['device']}")
     Path(metrics).write_text(json.dumps(summary, indent=2) + "\n")

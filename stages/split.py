@@ -15,14 +15,13 @@ def main(metadata: str, out: str, metrics: str) -> None:
     params = load_params("data", "split")
     cfg, data = params["split"], params["data"]
     if cfg["method"] == "official" and data["source"] != "ucf101":
-        raise UserError(f"split.method official uses the published UCF-101 lists, so it needs "
-                        f"data.source: ucf101 (not {data['source']}): use split.method: group")
+        raise UserError(f"split.method official uses the published UCF-101 lists, so it needs data.source: ucf101 "
+                        f"(not {data['source']}): use split.method: group")
     if data["source"] == "folder" and not data["group_pattern"]:
-        print("warning: data.group_pattern is not set, so each video is its own group and clips cut "
-              "from one recording will leak between splits: set it to a regex whose (?P<group>...) "
-              "names the recording, e.g. -S \"data.group_pattern='(?P<group>[^_/]+)_'\" for "
-              "alice_take1.mp4 or '^(?P<group>[^/]+)/' for one sub-folder per recording",
-              file=sys.stderr)
+        print("warning: data.group_pattern is not set, so each video is its own group and clips cut from one "
+              "recording will leak between splits: set it to a regex whose (?P<group>...) names the recording, "
+              "e.g. -S \"data.group_pattern='(?P<group>[^_/]+)_'\" for alice_take1.mp4 or '^(?P<group>[^/]+)/' "
+              "for one sub-folder per recording", file=sys.stderr)
     # keep_default_na=False: a folder group named e.g. NA or None stays a string, not a NaN
     subset = pd.read_csv(metadata, keep_default_na=False)
     fractions = {name: cfg[name] for name in SPLITS}
@@ -32,12 +31,11 @@ def main(metadata: str, out: str, metrics: str) -> None:
         test_list = read_split_list("test", cfg["fold"])
         split = official_split(subset, test_list, fractions, cfg["seed"])
         if not (split == "test").any():
-            raise UserError(f"no clip of the subset is in testlist0{cfg['fold']}: split.method "
-                            "official needs real UCF-101 (data.source: ucf101)")
+            raise UserError(f"no clip of the subset is in testlist0{cfg['fold']}: split.method official needs real "
+                            "UCF-101 (data.source: ucf101)")
     else:
-        print("warning: split.method random puts clips of one group (one source video) in "
-              "several splits: its accuracy is inflated; use it only to measure the leak",
-              file=sys.stderr)
+        print("warning: split.method random puts clips of one group (one source video) in several splits: its "
+              "accuracy is inflated; use it only to measure the leak", file=sys.stderr)
         split = random_split(subset, fractions, cfg["seed"])
     empty = [name for name in ("train", "val") if not (split == name).any()]
     if empty:
@@ -52,8 +50,7 @@ def main(metadata: str, out: str, metrics: str) -> None:
         part = subset[split == name]
         part.to_csv(out / f"{name}.csv", index=False)
         summary[name] = {"videos": len(part), "groups": int(part.groupby(["class_name", "group"]).ngroups),
-                         "classes": int(part["label"].nunique()),
-                         "fraction": round(len(part) / len(subset), 4)}
+                         "classes": int(part["label"].nunique()), "fraction": round(len(part) / len(subset), 4)}
     Path(metrics).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
 

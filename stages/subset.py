@@ -1,7 +1,5 @@
-"""Stage subset: pick the classes and up to videos_per_class clips each -> METADATA (video,
-label, class_name, group, clip), VIDEO_LIST (the same videos sorted by path, without labels or
-groups: all that the features stage depends on, so relabelling or regrouping never re-runs it)
-and METRICS."""
+"""Stage subset: the classes and up to videos_per_class clips each -> METADATA, VIDEO_LIST (the videos alone,
+all the features stage depends on: relabelling never re-runs it) and METRICS."""
 import json
 import sys
 from pathlib import Path
@@ -14,8 +12,7 @@ from actionrec.ucf101 import scan_dataset
 
 
 def scan(data: dict, root: Path) -> tuple:
-    """The clip table, the files to warn about as (path, reason), and the count of files not
-    used, by reason, for metrics/subset.json."""
+    """The clip table, the files to warn about as (path, reason), and the counts of files not used by reason."""
     if data["source"] == "folder":
         clips, skipped = scan_folder(root, data["group_pattern"])
         # hidden files (.DS_Store, ._*) are only counted: they are noise, not mistakes
@@ -49,8 +46,7 @@ def main(metadata: str, video_list: str, metrics: str) -> None:
     summary = {"classes": int(subset["label"].nunique()), "videos": len(subset),
                "videos_found": len(clips), "files_not_used": not_used, **skipped}
     Path(metrics).write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"subset: {summary['videos']} videos of {summary['classes']} classes "
-          f"({not_used} files not used)")
+    print(f"subset: {summary['videos']} videos of {summary['classes']} classes ({not_used} files not used)")
 
 
 if __name__ == "__main__":

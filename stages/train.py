@@ -1,6 +1,5 @@
-"""Stage train: a temporal head (train.head) over FEATURES, trained on SPLITS/train.csv with
-early stopping on SPLITS/val.csv -> MODEL (weights and everything predict.py needs), dvclive's
-per-epoch curves under LIVE, METRICS. METADATA names the classes."""
+"""Stage train: a temporal head over FEATURES of SPLITS -> MODEL (all predict.py needs), dvclive's curves under
+LIVE, METRICS. METADATA names the classes."""
 import json
 from pathlib import Path
 
@@ -8,12 +7,13 @@ import pandas as pd
 import torch
 from dvclive import Live
 
-from actionrec.dataset import feature_info, load_split
+from actionrec.dataset import load_split
 from actionrec.device import resolve_device
 from actionrec.errors import run_stage
 from actionrec.model import build_model, feature_stats, prepare, uses_centering
 from actionrec.params import HEADS, load_params
 from actionrec.training import fit
+
 
 def main(features: str, splits: str, metadata: str, model_file: str, live_dir: str, metrics: str) -> None:
     params = load_params("data", "train", "runtime")
@@ -23,7 +23,7 @@ def main(features: str, splits: str, metadata: str, model_file: str, live_dir: s
     if runtime["train_threads"]:
         torch.set_num_threads(runtime["train_threads"])
     features, splits = Path(features), Path(splits)
-    info = feature_info(features)
+    info = json.loads((features / "info.json").read_text())  # what made the features
     train_feats, train_rows, _ = load_split("train", features, splits)
     val_feats, val_rows, _ = load_split("val", features, splits)
     y_train, y_val = (torch.tensor(rows["label"].to_numpy()) for rows in (train_rows, val_rows))
@@ -53,7 +53,6 @@ def main(features: str, splits: str, metadata: str, model_file: str, live_dir: s
           f"val loss {result['best_val_loss']:.4f}, val accuracy {result['best_val_accuracy']:.3f}")
 
     tmp = Path(model_file + ".tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": result["state_dict"], "meta": meta}, tmp)
     tmp.replace(model_file)
     summary = {"best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
