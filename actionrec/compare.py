@@ -53,7 +53,7 @@ def wait_for_queue(names: list[str], jobs: int, timeout: float, poll: float = 10
     while time.monotonic() < deadline:
         try:
             rows, alive = experiments(), workers()
-        except DvcException:  # read while a run's temp dir came or went (a race in DVC): next poll
+        except (DvcException, FileNotFoundError):  # read as a run's temp files came or went (a DVC race)
             time.sleep(poll)
             continue
         mine = {name: "Lost" if name in lost else rows.get(name, {}).get("State", "Missing") for name in names}

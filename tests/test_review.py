@@ -98,3 +98,20 @@ def test_the_dvc_internals_the_tools_use_are_still_there():
         assert list(inspect.signature(repo.stage_cache.get_used_objs).parameters)[:1] == ["used_run_cache"]
         assert {"objs", "remote"} <= set(inspect.signature(repo.cloud.push).parameters)
         assert callable(repo.experiments.celery_queue.worker_status)
+
+
+def test_the_queue_wait_reads_again_when_a_run_ends_as_dvc_shows_it(monkeypatch):
+    """dvc.api.exp_show() can raise FileNotFoundError for the info file of a queued run that just
+    ended (a race in DVC's queue, seen in this suite): the wait reads again at the next poll."""
+    reads = iter([FileNotFoundError(2, "No such file", "x.run"), {"mean-seed1": {"State": "Success"}}])
+
+    def experiments():
+        read = next(reads)
+        if isinstance(read, Exception):
+            raise read
+        return read
+
+    monkeypatch.setattr(compare, "experiments", experiments)
+    monkeypatch.setattr(compare, "workers", lambda: 1)
+    assert compare.wait_for_queue(["mean-seed1"], jobs=1, timeout=30, poll=0, log=lambda _: None) == {
+        "mean-seed1": "Success"}
