@@ -5,13 +5,13 @@ queued experiments get a worker again, a run "Running" with none is given up as 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import dvc.api
 from dvc.exceptions import DvcException
 
 from actionrec.errors import UserError, run_stage
@@ -31,10 +31,15 @@ def queue_experiments(head: str, seeds: list[int], extra: list[str]) -> list[str
     return names
 
 
+# In a child process, which a timeout can stop: as a queued run ends, exp_show can wait forever on pygit2's
+# blob reader, whose writer thread died on the commit the run just removed (NotFoundError; seen in make compare)
+EXP_SHOW = "import json, dvc.api; print(json.dumps(dvc.api.exp_show(), default=str))"
+
+
 def experiments() -> dict[str, dict]:
     """Name -> row of dvc.api.exp_show(); a saved experiment whose queue entry is gone has no state: it succeeded."""
     return {row["Experiment"]: dict(row, State=row.get("State") or "Success")
-            for row in dvc.api.exp_show() if row.get("Experiment")}
+            for row in json.loads(command(sys.executable, "-c", EXP_SHOW, timeout=120)) if row.get("Experiment")}
 
 
 def workers() -> int:
@@ -53,7 +58,7 @@ def wait_for_queue(names: list[str], jobs: int, timeout: float, poll: float = 10
     while time.monotonic() < deadline:
         try:
             rows, alive = experiments(), workers()
-        except (DvcException, FileNotFoundError):  # read as a run's temp files came or went (a DVC race)
+        except (DvcException, UserError):  # read as a run's files came or went (a DVC race): next poll
             time.sleep(poll)
             continue
         mine = {name: "Lost" if name in lost else rows.get(name, {}).get("State", "Missing") for name in names}
