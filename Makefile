@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # dvc.yaml's `python` must be the venv's, for dvc and for every stage it runs
 export PATH := $(abspath $(BIN)):$(PATH)
-# pytest-xdist: a worker per core, each module in one worker (a worker builds the shared pipeline
-# once: tests/conftest.py). Not --dist loadgroup: with pytest 9 it ignores its groups.
+# pytest-xdist: a worker per core, each module's tests in one worker, in order (the shared pipeline
+# is built once for all of them: tests/conftest.py). Not --dist loadgroup: with pytest 9 it ignores its groups.
 PARALLEL := -n auto --dist loadfile
 # the resolver behind `make lock` (only `make lock` installs it)
 UV_VERSION := 0.13.8

@@ -338,8 +338,7 @@ def clone_of(pipeline: Pipeline, dest: Path, checkout: bool = True) -> Path:
 
 def pytest_collection_modifyitems(items) -> None:
     """Every test that uses the shared pipeline is a `pipeline` test (make test-fast skips them).
-    `make test` runs each module in one pytest-xdist worker (--dist loadfile): a worker builds
-    the pipeline once, for the modules it gets, and runs their tests in order."""
+    `make test` runs each module's tests in one pytest-xdist worker, in order (--dist loadfile)."""
     for item in items:
         if "pipeline" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.pipeline)
