@@ -7,8 +7,6 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # pytest-xdist: a worker per core, each module's tests in one worker, in order (the shared pipeline
 # is built once for all of them: tests/conftest.py). Not --dist loadgroup: with pytest 9 it ignores its groups.
 PARALLEL := -n auto --dist loadfile
-# the resolver behind `make lock` (only `make lock` installs it)
-UV_VERSION := 0.13.8
 
 .PHONY: help venv lock repro verify test test-fast test-tools report review plots push bench compare ucf101 clean
 .DEFAULT_GOAL := help
@@ -19,19 +17,20 @@ help:  ## list every target with what it does (this list)
 venv: $(VENV)/.installed  ## create .venv and install requirements.lock (every package pinned, hash-checked)
 
 # Installs exactly requirements.lock (docs/install.md): every package pinned and hash-checked,
-# --no-deps so nothing unlisted comes in. pip and setuptools come first, from the lock, so
-# that the lock's one sdist (antlr4-python3-runtime) builds with them, not with unpinned ones.
-$(VENV)/.installed: requirements.lock requirements.txt pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# --no-deps so nothing unlisted comes in. The venv's own pip installs the lock's uv and setuptools
+# (bin/uv); uv installs the rest from its download cache (seconds when warm, where pip downloads
+# 6 GB again), building the lock's one sdist (antlr4-python3-runtime) with the locked setuptools.
+$(VENV)/.installed: requirements.lock requirements.txt pyproject.toml | $(BIN)/uv
 	@$(BIN)/python -m actionrec.lock check
-	@$(BIN)/python -m actionrec.lock select pip setuptools > $(VENV)/bootstrap.lock
-	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/bootstrap.lock
 	@echo "make venv: installing requirements.lock into $(VENV): about 6 GB on Linux (PyPI's torch is the CUDA build), minutes on a first install"
-	$(BIN)/python -m pip install --require-hashes --no-deps --no-build-isolation -r requirements.lock
-	@# PYTHONWARNINGS: setuptools' "Editable installation" box is a note, not a problem
-	PYTHONWARNINGS="ignore:Editable installation" \
-	  $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/uv pip install --python $(BIN)/python --require-hashes --no-deps --no-build-isolation -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $@
+
+$(BIN)/uv:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m actionrec.lock select uv setuptools > $(VENV)/bootstrap.lock
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/bootstrap.lock
 
 # Re-resolve requirements.txt into requirements.lock for the platforms in pyproject.toml
 # ([tool.uv] environments), keeping the pins it already has; `make lock UPGRADE=1` moves every
@@ -39,9 +38,7 @@ $(VENV)/.installed: requirements.lock requirements.txt pyproject.toml
 # bound of pyproject's requires-python (the environments narrow it to 3.11), so that every
 # entry's marker names the Python version; the venv's Python reads any sdist's metadata (uv
 # would otherwise try to download a Python 3.10 for that).
-lock:  ## re-resolve requirements.txt into requirements.lock (UPGRADE=1: newest versions)
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+lock: | $(BIN)/uv  ## re-resolve requirements.txt into requirements.lock (UPGRADE=1: newest versions)
 	$(BIN)/uv pip compile requirements.txt --output-file requirements.lock --universal \
 	  --python-version 3.10 --generate-hashes --custom-compile-command "make lock" --quiet \
 	  --python $(BIN)/python --no-python-downloads $(if $(UPGRADE),--upgrade)

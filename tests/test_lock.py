@@ -230,6 +230,7 @@ def test_make_venv_installs_the_lock_and_rebuilds_when_it_changes(tmp_path):
     (tmp_path / ".venv/bin").mkdir(parents=True)
     (tmp_path / ".venv/bin/python").symlink_to(sys.executable)
     (tmp_path / ".venv/.installed").touch()
+    (tmp_path / ".venv/bin/uv").touch()  # installed by the venv's pip first, from the lock (below)
 
     def make(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["make", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -239,7 +240,12 @@ def test_make_venv_installs_the_lock_and_rebuilds_when_it_changes(tmp_path):
         assert make("-q", "-W", changed, "venv").returncode == 1, f"{changed} changed: no rebuild"
     commands = make("-n", "-W", "requirements.lock", "venv").stdout
     assert "-m actionrec.lock check" in commands
-    assert "pip install --require-hashes --no-deps --no-build-isolation -r requirements.lock" in commands
+    assert "uv pip install --python .venv/bin/python --require-hashes --no-deps --no-build-isolation " \
+           "-r requirements.lock" in commands
+    (tmp_path / ".venv/bin/uv").unlink()
+    bootstrap = make("-n", "venv").stdout
+    assert "-m actionrec.lock select uv setuptools" in bootstrap
+    assert "python -m pip install --quiet --require-hashes --no-deps -r .venv/bootstrap.lock" in bootstrap
     assert "pip install --upgrade" not in commands and "-r requirements.txt" not in commands
     lock = make("-n", "lock").stdout
     assert re.search(r"uv pip compile requirements.txt --output-file requirements.lock --universal", lock)
