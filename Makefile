@@ -20,10 +20,13 @@ venv: $(VENV)/.installed  ## create .venv and install requirements.lock (every p
 # --no-deps so nothing unlisted comes in. The venv's own pip installs the lock's uv and setuptools
 # (bin/uv); uv installs the rest from its download cache (seconds when warm, where pip downloads
 # 6 GB again), building the lock's one sdist (antlr4-python3-runtime) with the locked setuptools.
+# --compile-bytecode, as pip does: else every process compiles torch's modules again where
+# PYTHONDONTWRITEBYTECODE is set (imports 2.5x slower, measured)
 $(VENV)/.installed: requirements.lock requirements.txt pyproject.toml | $(BIN)/uv
 	@$(BIN)/python -m actionrec.lock check
 	@echo "make venv: installing requirements.lock into $(VENV): about 6 GB on Linux (PyPI's torch is the CUDA build), minutes on a first install"
-	$(BIN)/uv pip install --python $(BIN)/python --require-hashes --no-deps --no-build-isolation -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --require-hashes --no-deps --no-build-isolation --compile-bytecode \
+	  -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $@
 

@@ -241,7 +241,7 @@ def test_make_venv_installs_the_lock_and_rebuilds_when_it_changes(tmp_path):
     commands = make("-n", "-W", "requirements.lock", "venv").stdout
     assert "-m actionrec.lock check" in commands
     assert "uv pip install --python .venv/bin/python --require-hashes --no-deps --no-build-isolation " \
-           "-r requirements.lock" in commands
+           "--compile-bytecode" in commands and "-r requirements.lock" in commands
     (tmp_path / ".venv/bin/uv").unlink()
     bootstrap = make("-n", "venv").stdout
     assert "-m actionrec.lock select uv setuptools" in bootstrap
