@@ -120,6 +120,7 @@ def test_make_verify_says_identical_within_tolerance_or_differs(repo):
         lock = (repo / "dvc.lock").read_text()
         digest = yaml.safe_load(lock)["stages"]["subset"]["outs"][0]["md5"]
         (repo / "dvc.lock").write_text(lock.replace(digest, "c" * 32))  # not all digits: YAML would read a number
+        (repo / "reference/features.npz").unlink()  # and no reference: nothing to extract
 
     git(repo, "branch", "-qD", "other")
     other_machine(three_videos_and_other_data)
@@ -127,6 +128,7 @@ def test_make_verify_says_identical_within_tolerance_or_differs(repo):
     assert code == 1, out
     found = verdicts(out)
     assert found["test_accuracy"] == "differs" and found["data/metadata.csv"] == "differs", out
+    assert found["reference/features.npz is not committed"] == "differs", out
     assert found["data/synthetic/UCF-101"] == "identical", out
     git(repo, "branch", "-qD", "other")
 
