@@ -74,15 +74,13 @@ class Synthesize(_Section):
     min_seconds: _float(0.2)
     max_seconds: _float(0.2, 60)
     fps: _int(1)
-    width: _int(32)
-    height: _int(32)
+    # MPEG-4 in yuv420p halves both for colour
+    width: Annotated[_int(32), Field(multiple_of=2, description="an even integer >= 32")]
+    height: Annotated[_int(32), Field(multiple_of=2, description="an even integer >= 32")]
     seed: _int()
 
     @model_validator(mode="after")
     def _ordered(self):
-        for key in ("width", "height"):  # MPEG-4 in yuv420p halves both for colour
-            if getattr(self, key) % 2:
-                raise ParamsError(f"params.yaml: synthesize.{key} must be even, got {getattr(self, key)}")
         if self.max_seconds < self.min_seconds:
             raise ParamsError(f"params.yaml: synthesize.max_seconds must be between {self.min_seconds} and 60, "
                               f"got {self.max_seconds}")
@@ -244,12 +242,11 @@ def _message(error: dict) -> str:
     name, field = f"{loc[0]}.{loc[1]}", MODELS[loc[0]].model_fields[loc[1]]
     if kind == "missing":
         return f"params.yaml: {name} is missing"
-    if kind in ("greater_than_equal", "less_than_equal") and not field.description:
-        bound = {b: getattr(m, b) for m in field.metadata for b in ("ge", "le") if hasattr(m, b)}
-        accepts = f">= {bound.get('ge')}" if "le" not in bound else f"between {bound.get('ge')} and {bound['le']}"
-        return f"params.yaml: {name} must be {accepts}, got {error['input']}"
     if field.description:
         accepts = field.description
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        bound = {b: getattr(m, b) for m in field.metadata for b in ("ge", "le") if hasattr(m, b)}
+        accepts = f">= {bound.get('ge')}" if "le" not in bound else f"between {bound.get('ge')} and {bound['le']}"
     elif get_origin(field.annotation) is Literal:
         accepts = f"one of {', '.join(map(str, get_args(field.annotation)))}"
     else:
