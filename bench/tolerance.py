@@ -4,8 +4,6 @@
 
 `make verify`'s reference clips, extracted in a process per configuration (so that the variables that pick
 torch's, oneDNN's and OpenVINO's instruction set take effect: other CPUs, simulated on this one)."""
-from __future__ import annotations
-
 import argparse
 import json
 import os
