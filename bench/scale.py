@@ -66,10 +66,9 @@ def train_epoch(folder: str) -> None:
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def run(args: list[str], cwd: Path) -> float:
-    """The seconds a command took."""
+def dvc_seconds(work: Path, *args: str) -> float:
     start = time.perf_counter()
-    subprocess.run(args, cwd=cwd, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "dvc", *args], cwd=work, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -83,15 +82,14 @@ def scale_row(n: int, work: Path) -> dict:
     write_classes(folder, 0, n // PER_CLASS)
     train = json.loads(subprocess.run([sys.executable, __file__, "--train", str(folder)], check=True,
                                       capture_output=True, text=True).stdout)
-    dvc = [sys.executable, "-m", "dvc"]
-    run([*dvc, "init", "--no-scm"], work)
-    run([*dvc, "remote", "add", "-d", "local", str(work / "remote")], work)
+    dvc_seconds(work, "init", "--no-scm")
+    dvc_seconds(work, "remote", "add", "-d", "local", str(work / "remote"))
     row = {"videos": n, "shards": n // PER_CLASS, "GB": du(folder) / 1e9, **train,
-           "dvc_commit_s": run([*dvc, "add", out], work),
-           "dvc_status_s": run([*dvc, "status"], work), "dvc_push_s": run([*dvc, "push"], work)}
+           "dvc_commit_s": dvc_seconds(work, "add", out),
+           "dvc_status_s": dvc_seconds(work, "status"), "dvc_push_s": dvc_seconds(work, "push")}
     cache = du(work / ".dvc/cache")
     write_classes(folder, n // PER_CLASS, 1)  # one class more
-    row["dvc_commit_new_class_s"] = run([*dvc, "add", out], work)
+    row["dvc_commit_new_class_s"] = dvc_seconds(work, "add", out)
     shard = folder / f"shards/C{n // PER_CLASS:05d}.npy"
     row["cache_growth_per_new_shard"] = (du(work / ".dvc/cache") - cache) / shard.stat().st_size
     return row
