@@ -5,6 +5,7 @@
 Then estimates for UCF-101 and Kinetics from the measured figures. 100k videos need 3 x 6.5 GB of disk
 ($SCALE_DIR; deleted after)."""
 import argparse
+import functools
 import json
 import os
 import resource
@@ -30,16 +31,14 @@ def write_classes(folder: Path, first: int, count: int) -> None:
     from actionrec.dataset import write_features
 
     videos = [f"C{c:05d}/v_{i:03d}.avi" for c in range(first, first + count) for i in range(PER_CLASS)]
-    base, drawn = np.random.default_rng(0).standard_normal((PER_CLASS, T, D), np.float32), {}
+    base = np.random.default_rng(0).standard_normal((PER_CLASS, T, D), np.float32)
 
-    def load(i: int) -> np.ndarray:  # a class's features at once: distinct bytes per class, cheaply
-        c = first + i // PER_CLASS
-        if c not in drawn:
-            drawn.clear()
-            drawn[c] = (base + c / 7).astype(np.float16)
-        return drawn[c][i % PER_CLASS]
+    @functools.lru_cache(maxsize=1)  # a class's features at once: distinct bytes per class, cheaply
+    def class_features(c: int) -> np.ndarray:
+        return (base + c / 7).astype(np.float16)
 
-    write_features(folder, pd.DataFrame({"video": videos, "rotation": 0, "warning": ""}), load)
+    write_features(folder, pd.DataFrame({"video": videos, "rotation": 0, "warning": ""}),
+                   lambda i: class_features(first + i // PER_CLASS)[i % PER_CLASS])
 
 
 def train_epoch(folder: str) -> None:
