@@ -64,15 +64,19 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
         part.unlink()
         raise UserError(f"{dest.name}: SHA-256 {digest} is not the expected {sha256}; the "
                         "corrupt file was removed: run again")
-    dest.with_name(dest.name + ".sha256").write_text(f"{digest}  {dest.name}\n")  # first: a kill after it loses nothing
+    checksum_file(dest).write_text(f"{digest}  {dest.name}\n")  # first: a kill after it loses nothing
     part.replace(dest)
     print(f"{dest.name}: {size} bytes, sha256 {digest}")
     return dest
 
 
+def checksum_file(archive: Path) -> Path:
+    return archive.with_name(archive.name + ".sha256")
+
+
 def archive_digest(archive: Path, expected: str | None = None) -> str:
     """The archive's SHA-256 from the .sha256 beside it, else computed and saved there; checked against expected."""
-    saved = archive.with_name(archive.name + ".sha256")
+    saved = checksum_file(archive)
     digest = saved.read_text().split()[0] if saved.is_file() else sha256_of(archive)
     if expected and digest != expected.lower():
         raise UserError(f"{archive}: SHA-256 {digest} is not the expected {expected}: get the archive again")

@@ -88,7 +88,7 @@ def scan(path: str | os.PathLike) -> Scan:
     if os.path.getsize(path) == 0:
         raise VideoError("the file is empty (0 bytes)")
     try:
-        container = av.open(path)
+        container = av.open(path, metadata_errors="replace")  # damaged tags must not stop decoding
     except av.error.FFmpegError as error:
         raise VideoError(f"not a video FFmpeg can open ({_ffmpeg_reason(error)})") from None
     with container:
@@ -103,6 +103,8 @@ def scan(path: str | os.PathLike) -> Scan:
                 raise VideoError(f"not a video: audio with cover art ({kind}), no video stream")
             raise VideoError(f"not a video: the file has no video stream ({kind}; audio only?)")
         stream = videos[0]
+        if stream.codec_context is None:  # a damaged header names no codec FFmpeg knows
+            raise VideoError(f"the video stream has no codec FFmpeg can decode ({kind}; damaged file?)")
         stream.codec_context.thread_count = 1
         codec = stream.codec_context.name
         if codec in NOT_VIDEO_CODECS:
@@ -283,7 +285,7 @@ def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu")
     import av
 
     picked: dict[int, np.ndarray] = {}
-    with av.open(path) as container:
+    with av.open(path, metadata_errors="replace") as container:
         stream = container.streams[found.stream_index]
         codec = stream.codec_context
         codec.thread_count = 1  # one thread per video, as decord and torchcodec here: workers parallelise
@@ -367,7 +369,7 @@ def _decode_pyav_whole(path: str, found: Scan, num_frames: int, window: tuple[in
     """A damaged file: count the frames that really decode, then sample those (two passes)."""
     import av
 
-    with av.open(path) as container:
+    with av.open(path, metadata_errors="replace") as container:
         stream = container.streams[found.stream_index]
         stream.codec_context.thread_count = 1
         count = sum(1 for _ in _decoded(stream.codec_context, container.demux(stream)))

@@ -178,3 +178,16 @@ def test_a_rotation_that_cannot_be_read_is_a_warning_not_a_silent_upright(tmp_pa
     monkeypatch.setattr(video, "scan", lambda p: found)
     clip = video.sample_clip(path, 4)
     assert "rotation is unknown (taken as upright): damaged file?" in clip.warning
+
+
+def test_damaged_headers_are_a_video_error_or_decode(real_clips):
+    """Bytes a damaged download or disk can garble: a codec tag FFmpeg does not know (no decoder:
+    a one-line VideoError, once an AttributeError) and a metadata tag that is not UTF-8 (the
+    frames still decode, as FFmpeg shows them; once a UnicodeDecodeError)."""
+    path = real_clips["kinetics_arm_wrestling.mp4"]
+    original = path.read_bytes()
+    path.write_bytes(original.replace(b"avc1", b"zzzz"))
+    with pytest.raises(VideoError, match="no codec FFmpeg can decode"):
+        sample_clip(path, 4)
+    path.write_bytes(original.replace(b"Lavf", b"\x8fLav", 1))
+    assert sample_clip(path, 4).frames.shape[0] == 4
