@@ -80,9 +80,9 @@ def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Pr
     head, meta = load_checkpoint(model_path, device)
     if decoder and (problem := unavailable_decoder(decoder, key="--decoder")):
         fail(problem)
-    if not decoder:  # the features' decoder where it runs here; any other gives the same frames
-        decoder = meta.get("decoder", "auto")
-        decoder = "auto" if unavailable_decoder(decoder) else decoder
+    # no --decoder: the features' decoder where it runs here; any other gives the same frames
+    decoder = decoder or meta.get("decoder", "auto")
+    decoder = "auto" if unavailable_decoder(decoder) else decoder
     check_weights(meta)
     # as the features were made, where this machine runs it well; else fp32, within rounding of fp16/bf16
     # made on a GPU or a bf16 CPU, and within int8's tolerance of OpenVINO's int8 (a CPU's)
@@ -97,13 +97,6 @@ def load_predictor(model_path: str, device_name: str, decoder: str | None) -> Pr
     # compiling pays over thousands of frames, more than a predict.py run sees
     backbone = inference_backbone({**meta, "precision": precision, "compile": False}, device)
     return Predictor(head, backbone, meta, device, precision, decoder)
-
-
-def model_input(frames, meta: dict) -> torch.Tensor:
-    """uint8 [T, H, W, 3] frames -> uint8 [T, 3, crop, crop], exactly as the features stage (embed normalises)."""
-    from actionrec.backbone import preprocessing, resize_crop
-
-    return resize_crop(frames, preprocessing(meta))
 
 
 def classify(predictor: Predictor, inputs: torch.Tensor, top_k: int) -> list[dict]:
@@ -137,11 +130,13 @@ def save_frames(inputs: torch.Tensor, indices: list[int], folder: Path) -> list[
 def predict_clip(predictor: Predictor, video: str, top_k: int, start: float | None = None,
                  end: float | None = None, frames_out: Path | None = None) -> dict:
     """label, confidence, top_k, decoder, warning and saved frames of a video or a window; else VideoError."""
+    from actionrec.backbone import preprocessing, resize_crop
     from actionrec.video import sample_clip
 
     clip = sample_clip(video, predictor.meta["num_frames"], predictor.decoder, start=start, end=end,
                        device=str(predictor.device))
-    inputs = model_input(clip.frames, predictor.meta)
+    # uint8 [T, 3, crop, crop], exactly as the features stage makes them (embed normalises)
+    inputs = resize_crop(clip.frames, preprocessing(predictor.meta))
     ranked = classify(predictor, inputs, top_k)
     result = {"label": ranked[0]["label"], "confidence": ranked[0]["confidence"], "top_k": ranked,
               "decoder": clip.decoder, "warning": clip.warning}
@@ -155,11 +150,9 @@ def predict_clip(predictor: Predictor, video: str, top_k: int, start: float | No
 def predict_video(args: argparse.Namespace) -> tuple[dict, list[str]]:
     predictor = load_predictor(args.model, args.device, args.decoder)
     result = predict_clip(predictor, args.path, args.top_k, frames_out=args.frames_out)
-    warnings = [f"{args.path}: {result['warning']}"] if result["warning"] else []
-    out = {"video": args.path, **{k: result[k] for k in ("label", "confidence", "top_k", "decoder")},
-           "warnings": warnings + model_warnings(predictor.meta)}
-    if args.frames_out is not None:
-        out["frames"] = result["frames"]
+    warning = result.pop("warning")
+    warnings = [f"{args.path}: {warning}"] if warning else []
+    out = {"video": args.path, **result, "warnings": warnings + model_warnings(predictor.meta)}
     ranked = [f"  {rank}. {item['label']:<24} {100 * item['confidence']:6.2f}%"
               for rank, item in enumerate(result["top_k"], 1)]
     return out, [f"Prediction: {result['label']}", f"Confidence: {100 * result['confidence']:.2f}%",

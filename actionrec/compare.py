@@ -18,8 +18,6 @@ from actionrec.errors import UserError, run_stage
 from actionrec.params import HEADS
 from actionrec.report import HEADLINE, command, markdown, one_video_note, stale
 
-FINISHED = ("Success", "Failed", "Lost")
-
 
 def queue_experiments(head: str, seeds: list[int], extra: list[str]) -> list[str]:
     """One experiment per seed, named here (so nothing is read from dvc's output)."""
@@ -66,7 +64,7 @@ def wait_for_queue(names: list[str], jobs: int, timeout: float, poll: float = 10
         if report != last:
             log(f"queue: {report} ({alive} worker{'s' * (alive != 1)})")
             last = report
-        if all(state in FINISHED for state in mine.values()):
+        if all(state in ("Success", "Failed", "Lost") for state in mine.values()):
             return mine
         if gone & (gone := {name for name, state in mine.items() if state == "Missing"}):  # twice in a row
             raise UserError(f"experiment(s) {', '.join(sorted(gone))} left the queue unfinished (removed "
@@ -125,7 +123,7 @@ def main() -> None:
                         help="only build the table from these finished experiments (default: all)")
     args = parser.parse_args()
     heads = args.heads.split(",")
-    if not heads or not set(heads) <= set(HEADS):
+    if not set(heads) <= set(HEADS):
         raise UserError(f"--heads must be a comma-separated list of {', '.join(HEADS)}")
     start = time.monotonic()
     names = args.collect or None

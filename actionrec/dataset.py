@@ -2,6 +2,7 @@
 DVC's cache grows by those only), and info.json; rows read on demand with pread (no copy, no mapped pages)."""
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Callable
@@ -67,18 +68,14 @@ class Features:
         out = np.empty((np.size(index), *self.shape[1:]), np.float16)
         row_bytes = out[0].nbytes if len(out) else 0
         flat = out.reshape(len(out), row_bytes // 2).view(np.uint8)
-        i = 0
-        while i < len(out):  # one read per run of consecutive rows of one shard
-            shard, row = self.shards[index.flat[i]], self.rows[index.flat[i]]
-            j = i + 1
-            while (j < len(out) and self.shards[index.flat[j]] == shard
-                   and self.rows[index.flat[j]] == row + j - i):
-                j += 1
-            fd, offset = self._files[shard] if shard in self._files else self._open(shard)[:2]
-            if os.preadv(fd, [flat[i:j]], offset + int(row) * row_bytes) != (j - i) * row_bytes:
-                raise UserError(f"{self.folder / SHARDS / shard} is shorter than its index says: "
+        shards, rows = self.shards[index.ravel()], self.rows[index.ravel()]
+        # one read per run of consecutive rows of one shard: [i, j) between the breaks
+        breaks = np.flatnonzero((shards[1:] != shards[:-1]) | (rows[1:] != rows[:-1] + 1)) + 1
+        for i, j in itertools.pairwise([0, *breaks, len(out)] if len(out) else []):
+            fd, offset = self._files[shards[i]] if shards[i] in self._files else self._open(shards[i])[:2]
+            if os.preadv(fd, [flat[i:j]], offset + int(rows[i]) * row_bytes) != (j - i) * row_bytes:
+                raise UserError(f"{self.folder / SHARDS / shards[i]} is shorter than its index says: "
                                 "re-run the features stage")
-            i = j
         return out[0] if np.ndim(index) == 0 else out
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:

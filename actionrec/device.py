@@ -72,8 +72,8 @@ def resolve_runtime(features: dict, runtime: dict) -> tuple[dict, torch.device]:
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     device = resolve_device(cfg["device"])
-    if unavailable_decoder(cfg["decoder"]):  # an explicit one must be installed, and load, here
-        raise ParamsError(unavailable_decoder(cfg["decoder"]))
+    if error := unavailable_decoder(cfg["decoder"]):  # an explicit one must be installed, and load, here
+        raise ParamsError(error)
     return dict(cfg, device=str(device), precision=resolve_precision(cfg["precision"], device),
                 num_workers=resolve_workers(cfg["num_workers"], device),
                 batch_frames=resolve_batch_frames(cfg["batch_frames"], device)), device

@@ -1,10 +1,7 @@
 """Get UCF-101: download (resumable, size- and hash-checked), extract, ready for `dvc add`.
 
-    python -m actionrec.download [--dest data] [--sha256 HEX] [--rar PATH]
-
-UCF101.rar (6.5 GB) extracts with `unar` (`make ucf101` installs it). An interrupted download
-resumes from its .part file. The archive's SHA-256 is printed and saved beside it; --sha256 checks
-a known value (e.g. a colleague's); --rar takes an archive you already have, offline."""
+UCF101.rar (6.5 GB) extracts with `unar` (`make ucf101` installs it). An interrupted download resumes
+from its .part file. The archive's SHA-256 is printed and saved beside it, to check a colleague's copy."""
 from __future__ import annotations
 
 import argparse
@@ -83,17 +80,16 @@ def archive_digest(archive: Path, expected: str | None = None) -> str:
     digest = saved.read_text().split()[0] if saved.is_file() else sha256_of(archive)
     if expected and digest != expected.lower():
         raise UserError(f"{archive}: SHA-256 {digest} is not the expected {expected}: get the archive again")
-    if not saved.is_file() and archive.parent.is_dir() and os.access(archive.parent, os.W_OK):
+    if not saved.is_file() and os.access(archive.parent, os.W_OK):
         saved.write_text(f"{digest}  {archive.name}\n")
     return digest
 
 
 def count_files(tree: Path) -> int:
-    return sum(1 for path in tree.rglob("*") if path.is_file()) if tree.is_dir() else 0
+    return sum(1 for path in tree.rglob("*") if path.is_file())
 
 
 def extract(archive: Path, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
     if shutil.which("unar") is None:
         raise UserError("extracting RAR needs unar: apt-get install unar (or run 'make ucf101')")
     result = subprocess.run(["unar", "-quiet", "-force-overwrite", "-no-directory", "-output-directory",

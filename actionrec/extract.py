@@ -13,9 +13,6 @@ from torch.utils.data import DataLoader, Dataset
 from actionrec.backbone import embed, resize_crop
 from actionrec.video import VideoError, sample_clip
 
-NO_INFO = {"rotation": 0, "decoder": "", "warning": ""}
-
-
 class ClipDataset(Dataset):
     """Item i: (i, uint8 [T, 3, crop, crop] frames or None, error or "", {"rotation", "decoder", "warning"})."""
 
@@ -33,7 +30,7 @@ class ClipDataset(Dataset):
             info = {"rotation": clip.rotation, "decoder": clip.decoder, "warning": clip.warning}
             return i, resize_crop(clip.frames, self.prep), "", info
         except VideoError as error:  # an unreadable file; a bug in our code crashes the stage
-            return i, None, str(error), NO_INFO
+            return i, None, str(error), {"rotation": 0, "decoder": "", "warning": ""}
 
 
 def _single_threaded_worker(_: int) -> None:

@@ -30,33 +30,29 @@ def is_video(name: str) -> bool:
     return Path(name).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def _class_files(class_dir: Path, skipped: dict[str, list[str]], root: Path) -> list[str]:
-    """Sorted posix video paths below class_dir, links followed; hidden and other entries go to skipped."""
-    videos, seen = [], set()
-    for folder, dirs, files in os.walk(class_dir, followlinks=True):
-        if os.path.realpath(folder) in seen:  # a link back up the tree: do not loop
+def videos_under(folder: str | Path, root: str | Path | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """Sorted posix video paths at any depth below folder, links followed, and the hidden and other entries skipped
+    (by reason; paths relative to root, by default folder)."""
+    folder = Path(folder)
+    root = Path(root or folder)
+    videos, seen, skipped = [], set(), {"hidden": [], "not_video": []}
+    for directory, dirs, files in os.walk(folder, followlinks=True):
+        if os.path.realpath(directory) in seen:  # a link back up the tree: do not loop
             dirs.clear()
             continue
-        seen.add(os.path.realpath(folder))
-        here = Path(folder)
+        seen.add(os.path.realpath(directory))
+        here = Path(directory)
         for name in [d for d in dirs if is_hidden(d)]:
             skipped["hidden"].append((here / name).relative_to(root).as_posix() + "/")
             dirs.remove(name)
         for name in files:
             path = here / name
             if is_video(name) and not is_hidden(name):
-                videos.append(path.relative_to(class_dir).as_posix())
+                videos.append(path.relative_to(folder).as_posix())
             else:
                 skipped["hidden" if is_hidden(name) else "not_video"].append(path.relative_to(root).as_posix())
     # sorted by code point, so the order is the same on every file system and OS
-    return sorted(videos)
-
-
-def videos_under(folder: str | Path) -> tuple[list[str], dict[str, list[str]]]:
-    """Every video at any depth below folder and the entries skipped, by the rules of a class folder."""
-    skipped: dict[str, list[str]] = {"hidden": [], "not_video": []}
-    videos = _class_files(Path(folder), skipped, Path(folder))
-    return videos, {reason: sorted(paths) for reason, paths in skipped.items()}
+    return sorted(videos), {reason: sorted(paths) for reason, paths in skipped.items()}
 
 
 def _group_of(rel: str, class_name: str, pattern: re.Pattern | None) -> str:
@@ -82,7 +78,9 @@ def scan_folder(root: str | Path, group_pattern: str = "") -> tuple[pd.DataFrame
         elif not entry.is_dir():
             skipped["outside_class_folder"].append(entry.name)
         else:
-            videos = _class_files(entry, skipped, root)
+            videos, inside = videos_under(entry, root)
+            for reason, paths in inside.items():
+                skipped[reason] += paths
             if not videos:
                 empty.append(entry.name)
             rows += [{"video": f"{entry.name}/{rel}", "class_name": entry.name,

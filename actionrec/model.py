@@ -83,9 +83,7 @@ def build_model(meta: dict) -> nn.Module:
 
 
 def uses_centering(cfg: dict) -> bool:
-    """Clip centring leaves the mean head nothing: every centred clip averages to zero."""
-    if not isinstance(cfg["temporal_centering"], bool):
-        raise ValueError(f"temporal_centering must be resolved to a bool, got {cfg['temporal_centering']!r}")
+    """Clip centring leaves the mean head nothing: every centred clip averages to zero (cfg's value resolved)."""
     return cfg["temporal_centering"] and cfg.get("head", "lstm") != "mean"
 
 
@@ -99,17 +97,10 @@ def prepare(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     return (x - shift) / std
 
 
-def standardize(features: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                center_clips: bool = False) -> torch.Tensor:
-    """float16 [N, T, D] array -> float32 tensor standardised as prepare() does (small sets)."""
-    return prepare(torch.from_numpy(np.asarray(features)), torch.from_numpy(mean),
-                   torch.from_numpy(std), center_clips)
-
-
 def lstm_inputs(features: np.ndarray, meta: dict) -> torch.Tensor:
     """Backbone features [N, T, D] -> the head's input, as train prepared it (statistics from the meta)."""
-    return standardize(features, meta["feature_mean"].numpy(), meta["feature_std"].numpy(),
-                       meta["temporal_centering"])
+    return prepare(torch.from_numpy(np.asarray(features)), meta["feature_mean"], meta["feature_std"],
+                   meta["temporal_centering"])
 
 
 def feature_stats(features: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -68,21 +68,19 @@ class Data(_Section):
 
 
 class Synthesize(_Section):
-    num_classes: _int(2)  # at most the demo's classes: checked with them (_check_synthesize)
+    num_classes: _int(2)  # at most the demo's classes: checked with them (load_params)
     groups_per_class: _int(3)
     clips_per_group: _int(1, 20)
     min_seconds: _float(0.2)
     max_seconds: _float(0.2, 60)
     fps: _int(1)
-    width: _int(32)
-    height: _int(32)
+    # MPEG-4 in yuv420p halves both for colour
+    width: Annotated[_int(32), Field(multiple_of=2, description="an even integer >= 32")]
+    height: Annotated[_int(32), Field(multiple_of=2, description="an even integer >= 32")]
     seed: _int()
 
     @model_validator(mode="after")
     def _ordered(self):
-        for key in ("width", "height"):  # MPEG-4 in yuv420p halves both for colour
-            if getattr(self, key) % 2:
-                raise ParamsError(f"params.yaml: synthesize.{key} must be even, got {getattr(self, key)}")
         if self.max_seconds < self.min_seconds:
             raise ParamsError(f"params.yaml: synthesize.max_seconds must be between {self.min_seconds} and 60, "
                               f"got {self.max_seconds}")
@@ -244,12 +242,11 @@ def _message(error: dict) -> str:
     name, field = f"{loc[0]}.{loc[1]}", MODELS[loc[0]].model_fields[loc[1]]
     if kind == "missing":
         return f"params.yaml: {name} is missing"
-    if kind in ("greater_than_equal", "less_than_equal") and not field.description:
-        bound = {b: getattr(m, b) for m in field.metadata for b in ("ge", "le") if hasattr(m, b)}
-        accepts = f">= {bound.get('ge')}" if "le" not in bound else f"between {bound.get('ge')} and {bound['le']}"
-        return f"params.yaml: {name} must be {accepts}, got {error['input']}"
     if field.description:
         accepts = field.description
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        bound = {b: getattr(m, b) for m in field.metadata for b in ("ge", "le") if hasattr(m, b)}
+        accepts = f">= {bound.get('ge')}" if "le" not in bound else f"between {bound.get('ge')} and {bound['le']}"
     elif get_origin(field.annotation) is Literal:
         accepts = f"one of {', '.join(map(str, get_args(field.annotation)))}"
     else:
@@ -267,21 +264,9 @@ def _validated(model: type[BaseModel], values: Any, section: str | None = None) 
         raise ParamsError(_message(errors[0])) from None
 
 
-def _check_synthesize(cfg: dict) -> None:
-    """Apart from the schema: the demo's classes come from actionrec.synthetic, which imports PyAV."""
-    from actionrec.synthetic import CLASS_NAMES
-
-    if cfg["num_classes"] > len(CLASS_NAMES):
-        raise ParamsError(f"params.yaml: synthesize.num_classes must be between 2 and {len(CLASS_NAMES)} "
-                          f"(the demo's classes), got {cfg['num_classes']}")
-
-
 def check_section(section: str, cfg: dict) -> dict:
-    """A validated copy of one params section (values coerced); raises ParamsError."""
-    cfg = _validated(MODELS[section], cfg, section)
-    if section == "synthesize":
-        _check_synthesize(cfg)
-    return cfg
+    """A validated copy of one params section (values coerced, the schema only); raises ParamsError."""
+    return _validated(MODELS[section], cfg, section)
 
 
 def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
@@ -298,8 +283,12 @@ def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, d
         raise ParamsError(f"params.yaml: data.root {root} is an absolute path inside this repository: use the "
                           f"relative path {root.resolve().relative_to(repo).as_posix()} (dvc.lock records it, "
                           "and it must not differ per clone)")
-    if "synthesize" in sections:
-        _check_synthesize(params["synthesize"])
+    if "synthesize" in sections:  # apart from the schema: the demo's classes come from actionrec.synthetic (PyAV)
+        from actionrec.synthetic import CLASS_NAMES
+
+        if params["synthesize"]["num_classes"] > len(CLASS_NAMES):
+            raise ParamsError(f"params.yaml: synthesize.num_classes must be between 2 and {len(CLASS_NAMES)} "
+                              f"(the demo's classes), got {params['synthesize']['num_classes']}")
     if "data" in sections and "features" in sections:
         check_backbone_fits_data(params["data"], params["features"])
     return {section: params[section] for section in sections}

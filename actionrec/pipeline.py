@@ -22,8 +22,7 @@ def code_deps(stage: str) -> list[Path]:
     """The Python files a stage depends on (dvc.yaml's deps ending in .py); each must exist."""
     repo, stages = _stages()
     files = [repo / dep for dep in stages[stage]["deps"] if isinstance(dep, str) and dep.endswith(".py")]
-    missing = [str(f.relative_to(repo)) for f in files if not f.is_file()]
-    if missing:
+    if missing := [str(f.relative_to(repo)) for f in files if not f.is_file()]:
         raise UserError(f"dvc.yaml's {stage} stage depends on {', '.join(missing)}, which does not exist: "
                         "fix its deps")
     return files

@@ -1,7 +1,5 @@
 """PR review without a network: params, metrics and plots of the workspace against a revision.
 
-    python -m actionrec.report report|review|plots [--base REV] [--out report]
-
 The plots are DVC's own Vega-Lite specs, rendered by vl-convert, which bundles Vega: no plotting
 code here, and no fetch from a CDN (which the page `dvc plots show` writes needs)."""
 from __future__ import annotations
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import dvc.api
 import pandas as pd
+import vl_convert
 import yaml
 from dvc.exceptions import DvcException
 
@@ -137,8 +136,6 @@ def plot_specs(base: str | None) -> tuple[dict[str, dict], dict[str, str]]:
 
 def write_report(base: str, out: Path, label: str | None = None) -> Path:
     """report.md and its PNGs: headline metrics, then what changed, all of it folded, then the plots."""
-    import vl_convert
-
     name = label or base
     (old_params, old_metrics), (params, metrics) = results(base), results(None)
     head = command("git", "rev-parse", "--short", "HEAD").strip()
@@ -167,8 +164,6 @@ def write_report(base: str, out: Path, label: str | None = None) -> Path:
 
 def write_html(base: str | None, path: Path) -> Path:
     """Every plot on one page that draws offline; <body data-rendered="N"> once all N have drawn."""
-    import vl_convert
-
     specs, notes = plot_specs(base)
     metrics = results(None)[1]
     header = ["", base, "workspace", "change"] if base else ["", "workspace"]

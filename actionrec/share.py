@@ -20,8 +20,7 @@ def run_cache_entries(repo: Repo) -> list[tuple[str, str]]:
     return sorted((entry.parent.name, entry.name) for entry in runs.glob("*/*/*") if entry.is_file())
 
 
-def push(remote: str | None = None) -> int:
-    """The number of files sent."""
+def push(remote: str | None = None) -> None:
     try:
         with Repo() as repo:
             pushed = repo.push(remote=remote, run_cache=True)
@@ -30,7 +29,6 @@ def push(remote: str | None = None) -> int:
             print(f"pushed {pushed} files; {len(run_cache_entries(repo))} saved runs are on the remote")
     except DvcException as error:  # no remote set, remote unreachable, ...
         raise UserError(" ".join(str(error).split()) or type(error).__name__) from None
-    return pushed
 
 
 def main() -> None:

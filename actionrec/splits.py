@@ -50,13 +50,11 @@ def _assign_groups(sizes: dict[int, int], fractions: dict[str, float],
     total = sum(sizes.values())
     counts = {s: 0 for s in fractions}
     assignment = {}
-    # smallest groups seed the small splits so that each split holds the class
-    small_first = sorted(fractions, key=lambda s: fractions[s])
-    for split in small_first[:-1]:
-        if len(order) > 1:  # keep at least one group for the largest split
-            group = order.pop()
-            assignment[group] = split
-            counts[split] += sizes[group]
+    # smallest groups seed the small splits so that each split holds the class (group_split: enough groups)
+    for split in sorted(fractions, key=lambda s: fractions[s])[:-1]:
+        group = order.pop()
+        assignment[group] = split
+        counts[split] += sizes[group]
     tie_break = dict(zip(fractions, rng.permutation(len(fractions))))  # no split always wins ties
     for group in order:
         split = max(fractions, key=lambda s: (round(fractions[s] * total - counts[s], 9), tie_break[s]))

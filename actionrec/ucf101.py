@@ -7,12 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 LISTS_DIR = Path(__file__).parent / "ucf101_lists"
-CLIP_NAME = re.compile(r"^v_(?P<cls>[A-Za-z0-9]+)_g(?P<group>\d+)_c(?P<clip>\d+)\.avi$")
 
 
 def parse_clip_name(filename: str) -> tuple[str, int, int]:
     """'v_ApplyEyeMakeup_g08_c01.avi' -> ('ApplyEyeMakeup', 8, 1); ValueError otherwise."""
-    match = CLIP_NAME.match(filename)
+    match = re.fullmatch(r"v_(?P<cls>[A-Za-z0-9]+)_g(?P<group>\d+)_c(?P<clip>\d+)\.avi", filename)
     if not match:
         raise ValueError(f"not a UCF-101 clip name (v_<Class>_gNN_cMM.avi): {filename}")
     return match["cls"], int(match["group"]), int(match["clip"])
@@ -24,18 +23,15 @@ def scan_dataset(root: str | Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]
     root = Path(root)
     rows, rejected = [], []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if rel.count("/") != 1:
-            rejected.append((rel, "not in a <Class>/ folder directly under data.root"))
-            continue
-        class_name = path.parent.name
+        rel, class_name = path.relative_to(root).as_posix(), path.parent.name
         try:
+            if rel.count("/") != 1:
+                raise ValueError("not in a <Class>/ folder directly under data.root")
             name_class, group, clip = parse_clip_name(path.name)
+            if name_class.lower() != class_name.lower():
+                raise ValueError(f"file names class {name_class} but lies in folder {class_name}")
         except ValueError as error:
             rejected.append((rel, str(error)))
-            continue
-        if name_class.lower() != class_name.lower():
-            rejected.append((rel, f"file names class {name_class} but lies in folder {class_name}"))
             continue
         rows.append({"video": rel, "class_name": class_name, "group": group, "clip": clip})
     return pd.DataFrame(rows, columns=["video", "class_name", "group", "clip"]), rejected

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from actionrec.download import sha256_of
 from actionrec.errors import UserError, run_stage
 from actionrec.params import load_params
 from actionrec.pipeline import paths
@@ -54,7 +55,7 @@ def how_far(path: str, old: bytes, new: bytes) -> str:
             largest = float((a[numeric] - b[numeric]).abs().max().max()) if len(numeric) else 0.0
             return (f"{int((a != b).any(axis=1).sum())} of {len(a)} rows differ"
                     + (f", max abs difference {largest:.2g}" if largest else ""))
-    except (ValueError, pd.errors.ParserError):
+    except ValueError:  # JSON's and pandas' parser errors are ValueErrors
         pass
     return ""  # the caller says that the content differs
 
@@ -110,9 +111,6 @@ def relative_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def write_reference(params: dict) -> Path:
-    """Extract the reference clips here, in fp32, and save them with what made them."""
-    from actionrec.download import sha256_of
-
     features = dict(params["features"], precision="fp32")  # with the videos, what fixes its values
     root = Path(params["data"]["root"])
     videos = reference_videos()
@@ -120,9 +118,7 @@ def write_reference(params: dict) -> Path:
     meta = {"videos": videos, "sha256": [sha256_of(root / v) for v in videos], "params": features,
             "precision": "fp32", "machine": f"{platform.system()} {platform.machine()} {cpu_name()}"}
     REFERENCE.parent.mkdir(exist_ok=True)
-    buffer = io.BytesIO()  # np.savez_compressed writes zip timestamps: save, then write the bytes
-    np.savez(buffer, features=feats, meta=json.dumps(meta, sort_keys=True))
-    REFERENCE.write_bytes(buffer.getvalue())
+    np.savez(REFERENCE, features=feats, meta=json.dumps(meta, sort_keys=True))
     return REFERENCE
 
 
@@ -134,8 +130,6 @@ def cpu_name() -> str:
 
 def check_features(params: dict, reference: bytes | None) -> tuple[str, str]:
     """Re-extract the reference clips here; compare with the committed npz bytes."""
-    from actionrec.download import sha256_of
-
     if reference is None:
         return "differs", f"{REFERENCE} is not committed: write it with --write-reference and commit it"
     saved = np.load(io.BytesIO(reference))
@@ -169,7 +163,6 @@ def check_metrics(committed: dict, workspace: dict) -> list[tuple[str, str]]:
 
 
 def check_predictions(committed_csv: bytes) -> tuple[str, str]:
-    """How many test videos get the committed prediction."""
     theirs = pd.read_csv(io.BytesIO(committed_csv))
     ours = pd.read_csv(paths("evaluate")["confusion"])
     if len(ours) != len(theirs) or list(ours["actual"]) != list(theirs["actual"]):

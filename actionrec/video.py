@@ -88,7 +88,7 @@ def scan(path: str | os.PathLike) -> Scan:
     if os.path.getsize(path) == 0:
         raise VideoError("the file is empty (0 bytes)")
     try:
-        container = av.open(path)
+        container = av.open(path, metadata_errors="replace")  # damaged tags must not stop decoding
     except av.error.FFmpegError as error:
         raise VideoError(f"not a video FFmpeg can open ({_ffmpeg_reason(error)})") from None
     with container:
@@ -103,6 +103,8 @@ def scan(path: str | os.PathLike) -> Scan:
                 raise VideoError(f"not a video: audio with cover art ({kind}), no video stream")
             raise VideoError(f"not a video: the file has no video stream ({kind}; audio only?)")
         stream = videos[0]
+        if stream.codec_context is None:  # a damaged header names no codec FFmpeg knows
+            raise VideoError(f"the video stream has no codec FFmpeg can decode ({kind}; damaged file?)")
         stream.codec_context.thread_count = 1
         codec = stream.codec_context.name
         if codec in NOT_VIDEO_CODECS:
@@ -217,10 +219,6 @@ def available_decoders(*names_to_check: str) -> list[str]:
     return [name for name, reason in reasons.items() if reason is None]
 
 
-def decord_available() -> bool:
-    return load_error("decord") is None
-
-
 def unavailable_decoder(decoder: str, key: str = "runtime.decoder") -> str:
     """"" when `decoder` can run here, else a one-line error naming the key and what to do."""
     if decoder not in DECODERS:
@@ -252,8 +250,6 @@ def decode_device(device: str, codec: str) -> str:
 
 def _decoder_order(decoder: str, found: Scan, device: str) -> list[str]:
     """Decoders to try for this file, best first; PyAV (the reference) is always among them."""
-    if decoder not in DECODERS:
-        raise VideoError(f"unknown decoder {decoder!r}: use one of {', '.join(DECODERS)}")
     if decoder == "auto":  # none after PyAV is needed: PyAV reads whatever they read
         order = available_decoders(*AUTO_ORDER[:AUTO_ORDER.index("pyav") + 1])
     elif problem := unavailable_decoder(decoder):
@@ -289,7 +285,7 @@ def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu")
     import av
 
     picked: dict[int, np.ndarray] = {}
-    with av.open(path) as container:
+    with av.open(path, metadata_errors="replace") as container:
         stream = container.streams[found.stream_index]
         codec = stream.codec_context
         codec.thread_count = 1  # one thread per video, as decord and torchcodec here: workers parallelise
@@ -373,24 +369,16 @@ def _decode_pyav_whole(path: str, found: Scan, num_frames: int, window: tuple[in
     """A damaged file: count the frames that really decode, then sample those (two passes)."""
     import av
 
-    def decoded(container):
+    with av.open(path, metadata_errors="replace") as container:
         stream = container.streams[found.stream_index]
         stream.codec_context.thread_count = 1
-        try:
-            yield from container.decode(stream)
-        except av.error.FFmpegError:
-            return  # keep what decoded before the damage
-
-    with av.open(path) as container:
-        count = sum(1 for _ in decoded(container))
+        count = sum(1 for _ in _decoded(stream.codec_context, container.demux(stream)))
     first, stop = window[0], min(window[1], count)
     if stop <= first:
         raise VideoError(f"only {count} frames decode: none in the requested window (damaged file?)")
     wanted = [first + i for i in frame_indices(stop - first, num_frames)]
-    with av.open(path) as container:
-        frames = itertools.islice(decoded(container), wanted[-1] + 1)
-        picked = {i: _upright(frame, found.rotation) for i, frame in enumerate(frames) if i in wanted}
-    return np.stack([picked[i] for i in wanted]), wanted, count
+    # with no keyframe but the first, the sparse decoder decodes from the start, seeking nowhere
+    return _decode_pyav(path, found._replace(keyframes=[0]), wanted), wanted, count
 
 
 def _window(found: Scan, start: float | None, end: float | None) -> tuple[int, int]:
@@ -448,15 +436,6 @@ def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
                and _damage_warning(count, found.declared_frames, found.damage)
                or _damage_warning(count, found.frame_count, found.damage, slack=0))
     return Clip(frames, wanted, found.rotation, count, found.declared_frames, "pyav", warning)
-
-
-def sample_frames(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
-                  ) -> tuple[np.ndarray, list[int]]:
-    return sample_clip(path, num_frames, decoder)[:2]  # frames, indices
-
-
-def read_frames(path: str | os.PathLike, num_frames: int, decoder: str = "auto") -> np.ndarray:
-    return sample_clip(path, num_frames, decoder).frames
 
 
 def _first_line(error: Exception) -> str:

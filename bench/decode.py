@@ -3,8 +3,6 @@
     python bench/decode.py [--clips 15] [--minutes 10] [--repeat 3]
 
 Prints a markdown table; the generated videos are kept in data/bench/ (git-ignored) for later runs."""
-from __future__ import annotations
-
 import argparse
 import datetime
 import itertools

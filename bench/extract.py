@@ -5,8 +5,6 @@
 Per precision, on the same videos, beside the fp32 bound (this CPU's fp32 GEMM rate over a ResNet50
 frame's FLOPs). The seed-style extractor, and with --whole `dvc repro -f -s features`, are timed as
 whole processes, start-up included; a precision's start-up is building (int8: quantizing) the backbone."""
-from __future__ import annotations
-
 import argparse
 import subprocess
 import sys
@@ -25,21 +23,10 @@ from actionrec.params import load_params
 from actionrec.pipeline import paths
 
 
-def bench_videos(root: Path, count: int) -> list[str]:
-    """count videos spread evenly over the classes (25 classes x 8 for the default 200)."""
-    rows = pd.read_csv(paths("subset")["metadata"])
-    per_class = max(1, count // rows["class_name"].nunique())
-    picked = rows.groupby("class_name", sort=True).head(per_class)
-    return [str(root / v) for v in picked["video"]][:count]
-
-
 def process_seconds(*command: str) -> float:
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
-
-
-RESNET50_GFLOP = 8.18  # a 224x224 frame (4.09 G multiply-adds)
 
 
 def fp32_gemm_gflops(seconds: float = 3.0, n: int = 2048) -> float:
@@ -53,30 +40,12 @@ def fp32_gemm_gflops(seconds: float = 3.0, n: int = 2048) -> float:
     return best
 
 
-def warmed_up_backbone(cfg: dict, device: torch.device) -> torch.nn.Module:
-    """The stage's backbone after one batch: compiling and kernel choice are start-up."""
-    model = inference_backbone(cfg, device, cfg["batch_frames"])
-    if not cfg["compile"] or cfg["precision"] == "int8":  # a compiled model already ran one batch
-        crop = model.preprocessing["crop"]
-        embed(model, torch.zeros((cfg["batch_frames"], 3, crop, crop), dtype=torch.uint8, device=device),
-              cfg["precision"])
-    return model
-
-
 def frames_per_s(items) -> float:
     """frames/s of an iterable of (index, frames or None, ...), timed from its first item's request."""
     start, frames = time.perf_counter(), 0
     for _, clip, *_ in items:
         frames += 0 if clip is None else len(clip)
     return frames / (time.perf_counter() - start)
-
-
-def decode_only(videos: list[str], cfg: dict) -> float:
-    """The decode workers alone (decode, sample, resize, crop): the input ceiling."""
-    dataset = ClipDataset(videos, cfg["num_frames"], preprocessing(cfg), cfg["decoder"])
-    workers = cfg["num_workers"]
-    return frames_per_s(DataLoader(dataset, batch_size=None, num_workers=workers,
-                                   prefetch_factor=8 if workers else None))
 
 
 def backbone_only(model, cfg: dict, device: torch.device, batches: int = 8) -> float:
@@ -96,14 +65,18 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params("data", "features", "runtime")
     cfg, device = resolve_runtime(params["features"], params["runtime"])
-    videos = bench_videos(Path(params["data"]["root"]), args.videos)
+    rows = pd.read_csv(paths("subset")["metadata"])  # spread evenly over the classes (25 x 8 for the default 200)
+    picked = rows.groupby("class_name", sort=True).head(max(1, args.videos // rows["class_name"].nunique()))
+    videos = [str(Path(params["data"]["root"]) / v) for v in picked["video"]][:args.videos]
     print(f"{len(videos)} videos, {cfg['num_frames']} frames each, device {device}, torch threads "
           f"{torch.get_num_threads()}, compile {cfg['compile']}, batch {cfg['batch_frames']}, "
           f"workers {cfg['num_workers']}, decoder {cfg['decoder']}")
     with tempfile.TemporaryDirectory() as out:
         (Path(out) / "videos.txt").write_text("\n".join(videos))
         seed = 16 * len(videos) / process_seconds(sys.executable, "bench/seed_extract.py", f"{out}/videos.txt", out)
-    decode = decode_only(videos, cfg)
+    workers = cfg["num_workers"]  # the decode workers alone (decode, sample, resize, crop): the input ceiling
+    decode = frames_per_s(DataLoader(ClipDataset(videos, cfg["num_frames"], preprocessing(cfg), cfg["decoder"]),
+                                     batch_size=None, num_workers=workers, prefetch_factor=8 if workers else None))
     print(f"1. seed-style extractor (whole process)  {seed:8.1f} frames/s")
     print(f"5. decode workers alone                 {decode:8.1f} frames/s")
     print(f"{'precision':<10} {'start-up s':>10} {'3. backbone alone':>18} {'2. code path':>13} {'2/1':>6} {'2/3':>6}")
@@ -111,14 +84,16 @@ def main() -> None:
     for precision in args.precisions.split(","):
         run = dict(cfg, precision=precision)
         start = time.perf_counter()
-        model = warmed_up_backbone(run, device)
+        model = inference_backbone(run, device, run["batch_frames"])
+        if not run["compile"] or precision == "int8":  # a compiled model already ran one batch
+            backbone_only(model, run, device, batches=1)  # compiling and kernel choice are start-up
         startup = time.perf_counter() - start
         speed[precision] = backbone_only(model, run, device), frames_per_s(iter_features(model, videos, run))
         ceiling, project = speed[precision]
         print(f"{precision:<10} {startup:10.1f} {ceiling:18.1f} {project:13.1f} {project / seed:6.2f} "
               f"{project / ceiling:6.2f}")
     gflops = fp32_gemm_gflops()
-    bound = gflops / RESNET50_GFLOP
+    bound = gflops / 8.18  # a ResNet50 224x224 frame's GFLOP (4.09 G multiply-adds)
     print(f"fp32 GEMM {gflops:.0f} GFLOP/s -> fp32 bound {bound:.1f} ResNet50 frames/s (224x224)")
     for precision in [p for p in speed if p != "fp32"]:
         ratios = [f"{speed[precision][i] / speed['fp32'][i]:.2f} x fp32 {what}" for i, what in
@@ -126,7 +101,7 @@ def main() -> None:
         print(f"{precision}: {', '.join(ratios + [f'{speed[precision][1] / bound:.2f} x the fp32 bound'])}")
     if args.whole:
         seconds = process_seconds("dvc", "repro", "-f", "-s", "features")
-        stage = cfg["num_frames"] * len(pd.read_csv(paths("subset")["metadata"])) / seconds
+        stage = cfg["num_frames"] * len(rows) / seconds
         print(f"4. dvc repro -f -s features ({cfg['precision']}, whole stage, all videos, start-up included) "
               f"{stage:8.1f} frames/s   ratio 4/1 = {stage / seed:.2f}")
 

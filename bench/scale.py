@@ -5,6 +5,7 @@
 Then estimates for UCF-101 and Kinetics from the measured figures. 100k videos need 3 x 6.5 GB of disk
 ($SCALE_DIR; deleted after)."""
 import argparse
+import functools
 import json
 import os
 import resource
@@ -30,16 +31,14 @@ def write_classes(folder: Path, first: int, count: int) -> None:
     from actionrec.dataset import write_features
 
     videos = [f"C{c:05d}/v_{i:03d}.avi" for c in range(first, first + count) for i in range(PER_CLASS)]
-    base, drawn = np.random.default_rng(0).standard_normal((PER_CLASS, T, D), np.float32), {}
+    base = np.random.default_rng(0).standard_normal((PER_CLASS, T, D), np.float32)
 
-    def load(i: int) -> np.ndarray:  # a class's features at once: distinct bytes per class, cheaply
-        c = first + i // PER_CLASS
-        if c not in drawn:
-            drawn.clear()
-            drawn[c] = (base + c / 7).astype(np.float16)
-        return drawn[c][i % PER_CLASS]
+    @functools.lru_cache(maxsize=1)  # a class's features at once: distinct bytes per class, cheaply
+    def class_features(c: int) -> np.ndarray:
+        return (base + c / 7).astype(np.float16)
 
-    write_features(folder, pd.DataFrame({"video": videos, "rotation": 0, "warning": ""}), load)
+    write_features(folder, pd.DataFrame({"video": videos, "rotation": 0, "warning": ""}),
+                   lambda i: class_features(first + i // PER_CLASS)[i % PER_CLASS])
 
 
 def train_epoch(folder: str) -> None:
@@ -66,10 +65,9 @@ def train_epoch(folder: str) -> None:
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def run(args: list[str], cwd: Path) -> float:
-    """The seconds a command took."""
+def dvc_seconds(work: Path, *args: str) -> float:
     start = time.perf_counter()
-    subprocess.run(args, cwd=cwd, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "dvc", *args], cwd=work, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -83,15 +81,14 @@ def scale_row(n: int, work: Path) -> dict:
     write_classes(folder, 0, n // PER_CLASS)
     train = json.loads(subprocess.run([sys.executable, __file__, "--train", str(folder)], check=True,
                                       capture_output=True, text=True).stdout)
-    dvc = [sys.executable, "-m", "dvc"]
-    run([*dvc, "init", "--no-scm"], work)
-    run([*dvc, "remote", "add", "-d", "local", str(work / "remote")], work)
+    dvc_seconds(work, "init", "--no-scm")
+    dvc_seconds(work, "remote", "add", "-d", "local", str(work / "remote"))
     row = {"videos": n, "shards": n // PER_CLASS, "GB": du(folder) / 1e9, **train,
-           "dvc_commit_s": run([*dvc, "add", out], work),
-           "dvc_status_s": run([*dvc, "status"], work), "dvc_push_s": run([*dvc, "push"], work)}
+           "dvc_commit_s": dvc_seconds(work, "add", out),
+           "dvc_status_s": dvc_seconds(work, "status"), "dvc_push_s": dvc_seconds(work, "push")}
     cache = du(work / ".dvc/cache")
     write_classes(folder, n // PER_CLASS, 1)  # one class more
-    row["dvc_commit_new_class_s"] = run([*dvc, "add", out], work)
+    row["dvc_commit_new_class_s"] = dvc_seconds(work, "add", out)
     shard = folder / f"shards/C{n // PER_CLASS:05d}.npy"
     row["cache_growth_per_new_shard"] = (du(work / ".dvc/cache") - cache) / shard.stat().st_size
     return row

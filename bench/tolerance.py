@@ -4,8 +4,6 @@
 
 `make verify`'s reference clips, extracted in a process per configuration (so that the variables that pick
 torch's, oneDNN's and OpenVINO's instruction set take effect: other CPUs, simulated on this one)."""
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -15,6 +13,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from actionrec.params import load_params
+from actionrec.verify import extract_clips, reference_videos, relative_l2
 
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 CONFIGS = [  # (name, precision, threads, compile, environment)
@@ -38,9 +39,6 @@ CONFIGS = [  # (name, precision, threads, compile, environment)
 
 def worker(out: str, precision: str, threads: str, compiled: str) -> None:
     """In a fresh process (its environment already set): extract the reference clips."""
-    from actionrec.params import load_params
-    from actionrec.verify import extract_clips, reference_videos
-
     params = load_params("data", "features", "runtime")
     videos = [str(Path(params["data"]["root"]) / v) for v in reference_videos()]
     feats, _ = extract_clips(videos, dict(params["features"], precision=precision),
@@ -55,8 +53,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(*args.worker)
-    from actionrec.verify import relative_l2
-
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, precision, threads, compiled, env in CONFIGS:

@@ -4,8 +4,6 @@
 
 On random float16 features of the real 25-class subset's shape. Per run = max_epochs x an epoch, the most
 a run can take. CPU time is printed beside wall time: on shared cores it is the steadier figure."""
-from __future__ import annotations
-
 import argparse
 import time
 

@@ -127,8 +127,8 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
     for video, warning in warned:
         print(f"warning: {video}: {warning}")
 
-    failed = pd.DataFrame({"video": videos, "error": errors})
-    failed = failed[failed["error"] != ""]
+    ok = np.array(errors) == ""
+    failed = pd.DataFrame({"video": videos, "error": errors})[~ok]
     for video, error in failed.itertuples(index=False):  # each one named, whether or not it stops the run
         print(f"warning: {video} could not be decoded, left out: {error}", file=sys.stderr)
     failed.to_csv(failed_csv, index=False)
@@ -136,7 +136,6 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
         raise UserError(f"{len(failed)} of {len(videos)} videos could not be decoded (more than "
                         f"runtime.max_failed_fraction={cfg['max_failed_fraction']}): see "
                         f"{failed_csv}; fix or remove them, or raise the limit")
-    ok = np.array([e == "" for e in errors], dtype=bool)
     if not ok.any():
         raise UserError(f"none of the {len(videos)} videos could be decoded: see {failed_csv}")
 

@@ -28,8 +28,7 @@ def main(metadata: str, out: str, metrics: str) -> None:
     if cfg["method"] == "group":
         split = group_split(subset, fractions, cfg["seed"])
     elif cfg["method"] == "official":
-        test_list = read_split_list("test", cfg["fold"])
-        split = official_split(subset, test_list, fractions, cfg["seed"])
+        split = official_split(subset, read_split_list("test", cfg["fold"]), fractions, cfg["seed"])
         if not (split == "test").any():
             raise UserError(f"no clip of the subset is in testlist0{cfg['fold']}: split.method official needs real "
                             "UCF-101 (data.source: ucf101)")

@@ -38,8 +38,7 @@ def main(metadata: str, video_list: str, metrics: str) -> None:
         print(f"warning: not used: {path}: {reason}", file=sys.stderr)
     if len(warn) > 10:
         print(f"warning: {len(warn) - 10} more files not used", file=sys.stderr)
-    subset = choose_subset(clips, cfg["classes"], cfg["num_classes"], cfg["videos_per_class"],
-                           cfg["seed"])
+    subset = choose_subset(clips, cfg["classes"], cfg["num_classes"], cfg["videos_per_class"], cfg["seed"])
     subset.to_csv(metadata, index=False)
     subset[["video"]].sort_values("video").to_csv(video_list, index=False)
     not_used = sum(skipped.values()) if skipped else len(warn)

@@ -1,5 +1,4 @@
 """Stage synthesize: render the embedded demo dataset (UCF-101 layout) from a seed into OUT."""
-import os
 import shutil
 from functools import partial
 from multiprocessing import Pool
@@ -23,7 +22,7 @@ def main(out: str) -> None:
         return
     plan = clip_plan(cfg)
     # clips are independent and each seeded from its own name, so workers change nothing
-    with Pool(os.cpu_count()) as pool:
+    with Pool() as pool:  # a process per core
         work = pool.imap(partial(render_and_write, cfg=cfg, root=out), plan, chunksize=4)
         for _ in tqdm(work, total=len(plan), desc="synthesize", unit="clip"):
             pass

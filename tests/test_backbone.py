@@ -13,7 +13,7 @@ import yaml
 
 from actionrec.backbone import (DEFAULT_PREPROCESSING, build_backbone, check_backbone, embed, normalize, prepare_for_inference, preprocessing, resize_crop, weights_file)
 from actionrec.errors import ParamsError, UserError
-from actionrec.video import read_frames
+from actionrec.video import sample_clip
 from tests.conftest import ROOT, committed_params, stage_argv, tiny_video
 
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": ""}  # nothing answers
@@ -63,7 +63,7 @@ def test_bf16_and_compiled_features_agree_with_fp32_on_real_clips(real_clips):
     (random-weight features of unrelated clips still have cosine similarity ~0.998, so a
     cosine threshold would prove nothing). Measured here: bf16 0.0045, cross-clip >= 0.039."""
     model = build_backbone("resnet50", "none", seed=0)
-    batch = torch.cat([resize_crop(read_frames(path, 4), DEFAULT_PREPROCESSING) for path in real_clips.values()])
+    batch = torch.cat([resize_crop(sample_clip(path, 4).frames, DEFAULT_PREPROCESSING) for path in real_clips.values()])
     with torch.inference_mode():
         reference = model(normalize(batch, DEFAULT_PREPROCESSING).contiguous())  # unfused, fp32, eager
     clip = torch.arange(len(batch)) // 4
@@ -132,7 +132,7 @@ def test_explicit_values_win_and_old_model_files_keep_the_defaults():
 def test_frames_are_preprocessed_as_the_weights_own_transforms_do(real_clips, backbone, weights):
     """Our uint8 resize/crop then normalize() equals torchvision's weights.transforms() on the
     same frames (bicubic for efficientnet_b0, 232 for ResNet50 V2), to rounding."""
-    frames = read_frames(real_clips["v_ApplyEyeMakeup_g01_c01.avi"], 2)
+    frames = sample_clip(real_clips["v_ApplyEyeMakeup_g01_c01.avi"], 2).frames
     prep = preprocessing(features_cfg(backbone, weights))
     ours = normalize(resize_crop(frames, prep), prep)
     theirs = torchvision.models.get_model_weights(backbone)[weights].transforms()(

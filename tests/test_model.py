@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from actionrec.model import (HEADS, RecurrentClassifier, build_model, feature_stats, load_checkpoint, prepare,
-                             standardize, uses_centering)
+                             uses_centering)
 
 TRAIN = {"head": "lstm", "proj_dim": 16, "hidden_size": 8, "num_layers": 1, "bidirectional": False,
          "transformer_layers": 1, "transformer_heads": 4, "dropout": 0.1}
@@ -50,7 +50,7 @@ def test_feature_stats_standardize_train_frames():
     mean, std = feature_stats(feats, chunk=3)  # chunked sums equal the whole-array figures
     flat = feats[..., :5].reshape(-1, 5).astype(np.float64)
     assert np.allclose(mean[:5], flat.mean(0), atol=1e-5) and np.allclose(std[:5], flat.std(0), atol=1e-4)
-    z = standardize(feats, mean, std).numpy()
+    z = prepare(torch.from_numpy(feats), torch.from_numpy(mean), torch.from_numpy(std)).numpy()
     assert np.allclose(z[..., :5].reshape(-1, 5).mean(0), 0, atol=1e-3)
     assert np.allclose(z[..., :5].reshape(-1, 5).std(0), 1, atol=1e-3)
     assert np.isfinite(z).all() and np.allclose(z[..., 5], 0)

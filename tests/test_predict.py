@@ -262,6 +262,7 @@ def test_the_decoder_can_be_chosen_and_they_agree(real_clips, model_file, cli):
 
 
 def test_frames_out_are_exactly_what_the_backbone_sees(real_clips, model_file, tmp_path, cli):
+    from actionrec.backbone import preprocessing, resize_crop
     from actionrec.video import sample_clip
 
     video, folder = real_clips["kinetics_arm_wrestling.mp4"], tmp_path / "seen"
@@ -272,7 +273,7 @@ def test_frames_out_are_exactly_what_the_backbone_sees(real_clips, model_file, t
     clip = sample_clip(video, 4)
     assert [int(re.search(r"frame(\d+)", name)[1]) for name in saved] == clip.indices
     meta = torch.load(model_file, weights_only=True)["meta"]
-    expected = cli.module.model_input(clip.frames, meta).permute(0, 2, 3, 1).numpy()
+    expected = resize_crop(clip.frames, preprocessing(meta)).permute(0, 2, 3, 1).numpy()
     assert np.array_equal(np.stack([png(path) for path in saved]), expected)
     assert expected.shape == (4, 56, 56, 3) and expected.std() > 5
 

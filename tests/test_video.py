@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from actionrec.video import VideoError, decord_available, frame_indices, read_frames, sample_frames
+from actionrec.video import VideoError, frame_indices, load_error, sample_clip
 from tests.conftest import rotated_video, tiny_video
 
 
@@ -20,7 +20,7 @@ def test_short_videos_repeat_frames_in_order():
 
 def test_reads_the_sampled_frames_of_a_generated_video(tmp_path):
     path = tiny_video(tmp_path / "v.avi", frames=20)
-    frames = read_frames(path, 4)
+    frames = sample_clip(path, 4).frames
     assert frames.shape == (4, 48, 64, 3) and frames.dtype == np.uint8
     # frame i is grey 10*i: the centres of 4 segments of 20 are frames 2, 7, 12, 17
     assert np.allclose(frames.mean(axis=(1, 2, 3)), [20, 70, 120, 170], atol=4)
@@ -28,7 +28,7 @@ def test_reads_the_sampled_frames_of_a_generated_video(tmp_path):
 
 def test_real_clips_decode(real_clips):
     for name, path in real_clips.items():
-        frames = read_frames(path, 16)
+        frames = sample_clip(path, 16).frames
         assert frames.shape[0] == 16 and frames.shape[3] == 3, name
         assert frames.std() > 5, name  # real content, not blank frames
 
@@ -38,11 +38,11 @@ def test_unreadable_files_raise_video_error(tmp_path, content):
     path = tmp_path / "broken.avi"
     path.write_bytes(content)
     with pytest.raises(VideoError):
-        read_frames(path, 16)
+        sample_clip(path, 16)
 
 
 def test_very_short_video_gives_num_frames(tmp_path):
-    frames = read_frames(tiny_video(tmp_path / "two.avi", frames=2), 16)
+    frames = sample_clip(tiny_video(tmp_path / "two.avi", frames=2), 16).frames
     assert frames.shape[0] == 16
 
 
@@ -64,7 +64,7 @@ def test_variable_frame_rate_video(tmp_path):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    frames = read_frames(path, 8)
+    frames = sample_clip(path, 8).frames
     levels = frames.mean(axis=(1, 2, 3))
     assert frames.shape == (8, 48, 64, 3) and np.all(np.diff(levels) > 0)
 
@@ -73,7 +73,7 @@ def test_truncated_file_decodes_what_is_there(real_clips, tmp_path):
     whole = real_clips["v_ApplyEyeMakeup_g01_c01.avi"].read_bytes()
     path = tmp_path / "truncated.avi"
     path.write_bytes(whole[: len(whole) // 2])
-    frames = read_frames(path, 16)
+    frames = sample_clip(path, 16).frames
     assert frames.shape == (16, 240, 320, 3) and frames.std() > 5
 
 
@@ -85,7 +85,7 @@ def test_pyav_takes_over_when_another_decoder_fails_or_decodes_short(tmp_path, m
     import actionrec.video as video
 
     path = tiny_video(tmp_path / "v.avi", frames=20)
-    expected = read_frames(path, 4, "pyav")
+    expected = sample_clip(path, 4, "pyav").frames
 
     def short_read(path, found, wanted, device="cpu"):
         raise video._DecodedShort(f"{decoder} counts 3 frames, the demuxer 20")
@@ -96,14 +96,14 @@ def test_pyav_takes_over_when_another_decoder_fails_or_decodes_short(tmp_path, m
     assert clip.decoder == "pyav" and np.array_equal(clip.frames, expected)
 
 
-@pytest.mark.skipif(not decord_available(), reason="decord has no wheel for this platform")
+@pytest.mark.skipif(load_error("decord") is not None, reason="decord has no wheel for this platform")
 def test_decord_and_pyav_pick_the_same_frames_on_real_clips(real_clips):
     """runtime.decoder: decord and pyav give the same frame indices and the same pixels within
     a tolerance of 0.5 grey levels on average and 2 at the 99.9th percentile (measured here:
     identical, 0 difference, on the three sample clips)."""
     for name, path in real_clips.items():
-        frames_decord, indices_decord = sample_frames(path, 16, "decord")
-        frames_pyav, indices_pyav = sample_frames(path, 16, "pyav")
+        frames_decord, indices_decord = sample_clip(path, 16, "decord")[:2]
+        frames_pyav, indices_pyav = sample_clip(path, 16, "pyav")[:2]
         assert indices_decord == indices_pyav, name
         difference = np.abs(frames_decord.astype(np.int16) - frames_pyav.astype(np.int16))
         assert difference.mean() <= 0.5 and np.percentile(difference, 99.9) <= 2, name
@@ -138,7 +138,7 @@ def test_files_that_are_not_videos_are_refused(tmp_path, name, make, reason):
     path = tmp_path / name
     make(path)
     with pytest.raises(VideoError, match=reason):
-        read_frames(path, 16)
+        sample_clip(path, 16)
 
 
 def test_a_rotation_that_cannot_be_read_is_a_warning_not_a_silent_upright(tmp_path, monkeypatch):
@@ -178,3 +178,16 @@ def test_a_rotation_that_cannot_be_read_is_a_warning_not_a_silent_upright(tmp_pa
     monkeypatch.setattr(video, "scan", lambda p: found)
     clip = video.sample_clip(path, 4)
     assert "rotation is unknown (taken as upright): damaged file?" in clip.warning
+
+
+def test_damaged_headers_are_a_video_error_or_decode(real_clips):
+    """Bytes a damaged download or disk can garble: a codec tag FFmpeg does not know (no decoder:
+    a one-line VideoError, once an AttributeError) and a metadata tag that is not UTF-8 (the
+    frames still decode, as FFmpeg shows them; once a UnicodeDecodeError)."""
+    path = real_clips["kinetics_arm_wrestling.mp4"]
+    original = path.read_bytes()
+    path.write_bytes(original.replace(b"avc1", b"zzzz"))
+    with pytest.raises(VideoError, match="no codec FFmpeg can decode"):
+        sample_clip(path, 4)
+    path.write_bytes(original.replace(b"Lavf", b"\x8fLav", 1))
+    assert sample_clip(path, 4).frames.shape[0] == 4
