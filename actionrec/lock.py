@@ -100,11 +100,8 @@ def lock_environments(path: Path = PYPROJECT) -> list[str]:
     return tomllib.loads(path.read_text())["tool"]["uv"]["environments"]
 
 
-def check() -> str:
-    """Raise LockError unless the lock serves this platform and agrees with requirements.txt; a summary."""
-    entries = read_lock()
-    if not entries:
-        raise LockError(f"{LOCK.name} is empty: run `make lock`")
+def entries_here(entries: list[LockEntry]) -> list[LockEntry]:
+    """The entries for this Python and platform; LockError, saying what the lock covers, where there are none."""
     here = [entry for entry in entries if applies(entry.marker)]
     if not here:
         try:
@@ -115,6 +112,15 @@ def check() -> str:
             f"{LOCK.name} has nothing for Python {platform.python_version()} on "
             f"{sys.platform} {platform.machine()}; it covers: {covered}. Use one of those "
             f"(e.g. `make venv PYTHON=python3.11`), or add this platform there and run `make lock`")
+    return here
+
+
+def check() -> str:
+    """Raise LockError unless the lock serves this platform and agrees with requirements.txt; a summary."""
+    entries = read_lock()
+    if not entries:
+        raise LockError(f"{LOCK.name} is empty: run `make lock`")
+    here = entries_here(entries)
     if problems := lock_problems(read_requirements(), entries):
         raise LockError(f"{LOCK.name} is out of date with {REQUIREMENTS.name} ({'; '.join(problems)}): run `make lock`")
     return f"{LOCK.name}: {len(here)} packages for this Python and platform"
@@ -123,7 +129,7 @@ def check() -> str:
 def select(names: list[str]) -> str:
     """The lock's entries for these packages (that apply here), as a lock of their own."""
     wanted = {canonicalize_name(name) for name in names}
-    chosen = [entry for entry in read_lock() if entry.name in wanted and applies(entry.marker)]
+    chosen = [entry for entry in entries_here(read_lock()) if entry.name in wanted]
     if missing := wanted - {entry.name for entry in chosen}:
         raise LockError(f"requirements.lock has no {', '.join(sorted(missing))} for this "
                         f"platform: add it to requirements.txt and run `make lock`")

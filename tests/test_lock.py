@@ -163,8 +163,8 @@ def test_venv_holds_exactly_the_locked_versions():
 
 
 def test_select_gives_the_locked_installer_with_its_hashes():
-    text = select(["pip", "setuptools"])
-    assert [line.split(" ")[0] for line in text.splitlines()] == ["pip==26.3", "setuptools==80.9.0"]
+    text = select(["uv", "setuptools"])  # what `make venv` installs first, with the venv's pip
+    assert [line.split(" ")[0] for line in text.splitlines()] == ["setuptools==80.9.0", "uv==0.13.8"]
     assert text.count("--hash=sha256:") >= 2
     with pytest.raises(LockError, match="no nosuchpackage"):
         select(["nosuchpackage"])
@@ -181,8 +181,8 @@ def _tiny_repo(tmp_path: Path, lock: str, requirements: str) -> Path:
     return tmp_path
 
 
-def _check(repo: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "actionrec.lock", "check"], cwd=repo,
+def _check(repo: Path, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "actionrec.lock", *(command or ["check"])], cwd=repo,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -191,10 +191,11 @@ HASH = " --hash=sha256:" + "0" * 64
 
 def test_check_refuses_a_platform_the_lock_does_not_cover(tmp_path):
     repo = _tiny_repo(tmp_path, f"six==1.17.0 ; sys_platform == 'plan9' \\\n   {HASH}\n", "six==1.17.0\n")
-    result = _check(repo)
-    assert result.returncode == 2 and result.stdout == ""
-    assert re.fullmatch(r"error: requirements.lock has nothing for Python 3\.\S+ on \S+ \S+; "
-                        r"it covers: sys_platform == 'plan9'\. .*run `make lock`\n", result.stderr)
+    for command in (["check"], ["select", "uv", "setuptools"]):  # `make venv`'s first two steps
+        result = _check(repo, *command)
+        assert result.returncode == 2 and result.stdout == ""
+        assert re.fullmatch(r"error: requirements.lock has nothing for Python 3\.\S+ on \S+ \S+; "
+                            r"it covers: sys_platform == 'plan9'\. .*run `make lock`\n", result.stderr)
 
 
 def test_check_asks_for_make_lock_when_requirements_txt_moved_on(tmp_path):
