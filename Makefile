@@ -4,10 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # dvc.yaml's `python` must be the venv's, for dvc and for every stage it runs
 export PATH := $(abspath $(BIN)):$(PATH)
-# pytest-xdist: a worker per core, each module's tests in one worker, in order, the modules in the
-# order tests/conftest.py gives them (the shared pipeline is built once for all of them there).
-# Not --dist loadgroup: with pytest 9 it ignores its groups.
-PARALLEL := -n auto --dist loadfile --no-loadscope-reorder
+# pytest-xdist: a worker per core, each module's tests in one worker, in order (the shared pipeline
+# is built once for all of them: tests/conftest.py). Not --dist loadgroup: with pytest 9 it ignores its groups.
+PARALLEL := -n auto --dist loadfile
 
 .PHONY: help venv lock repro verify test test-fast test-tools report review plots push bench compare ucf101 clean
 .DEFAULT_GOAL := help

@@ -4,7 +4,6 @@ DVC pipeline shares. Those tests carry the marker `pipeline`: `make test-fast` l
 from __future__ import annotations
 
 import fcntl
-import itertools
 import json
 import os
 import pickle
@@ -339,24 +338,7 @@ def clone_of(pipeline: Pipeline, dest: Path, checkout: bool = True) -> Path:
 
 def pytest_collection_modifyitems(items) -> None:
     """Every test that uses the shared pipeline is a `pipeline` test (make test-fast skips them).
-    `make test` runs each module's tests in one pytest-xdist worker, in order (--dist loadfile), the
-    modules in the order this sorts them (--no-loadscope-reorder): the slow ones first, so that the
-    quick ones fill the end, and modules that wait for the shared pipeline alternate with slow ones
-    that do not, so that one worker builds it while the other has work."""
+    `make test` runs each module's tests in one pytest-xdist worker, in order (--dist loadfile)."""
     for item in items:
         if "pipeline" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.pipeline)
-    modules: dict[str, list] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-
-    def count(tests: list, shared: bool) -> int:
-        return sum(bool(test.get_closest_marker("pipeline")) and shared == ("pipeline" in test.fixturenames)
-                   for test in tests)
-
-    shared = sorted((m for m in modules if count(modules[m], True)), key=lambda m: -count(modules[m], True))
-    slow = sorted((m for m in modules if m not in shared and count(modules[m], False)),
-                  key=lambda m: -count(modules[m], False))
-    alternating = [m for pair in itertools.zip_longest(shared, slow) for m in pair if m]
-    order = alternating + [m for m in modules if m not in alternating]
-    items[:] = [item for module in order for item in modules[module]]
