@@ -76,6 +76,13 @@ def _ffmpeg_reason(error: Exception) -> str:
     return str(getattr(error, "strerror", None) or _first_line(error)).split(": '")[0]
 
 
+def _open(path: str):
+    """PyAV's container, whose metadata that is not UTF-8 (a damaged tag) is replaced: it must not stop decoding."""
+    import av
+
+    return av.open(path, metadata_errors="replace")
+
+
 def scan(path: str | os.PathLike) -> Scan:
     """Refuse what is not a video (VideoError, one line), then demux the video stream once."""
     import av
@@ -88,7 +95,7 @@ def scan(path: str | os.PathLike) -> Scan:
     if os.path.getsize(path) == 0:
         raise VideoError("the file is empty (0 bytes)")
     try:
-        container = av.open(path, metadata_errors="replace")  # damaged tags must not stop decoding
+        container = _open(path)
     except av.error.FFmpegError as error:
         raise VideoError(f"not a video FFmpeg can open ({_ffmpeg_reason(error)})") from None
     with container:
@@ -282,10 +289,8 @@ def _upright(frame, rotation: int) -> np.ndarray:
 
 def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
     """Seek to the clean keyframe before each sampled frame where that skips frames, then decode up to it."""
-    import av
-
     picked: dict[int, np.ndarray] = {}
-    with av.open(path, metadata_errors="replace") as container:
+    with _open(path) as container:
         stream = container.streams[found.stream_index]
         codec = stream.codec_context
         codec.thread_count = 1  # one thread per video, as decord and torchcodec here: workers parallelise
@@ -367,9 +372,7 @@ DECODE = {"pyav": _decode_pyav, "decord": _decode_decord, "torchcodec": _decode_
 def _decode_pyav_whole(path: str, found: Scan, num_frames: int, window: tuple[int, int],
                        ) -> tuple[np.ndarray, list[int], int]:
     """A damaged file: count the frames that really decode, then sample those (two passes)."""
-    import av
-
-    with av.open(path, metadata_errors="replace") as container:
+    with _open(path) as container:
         stream = container.streams[found.stream_index]
         stream.codec_context.thread_count = 1
         count = sum(1 for _ in _decoded(stream.codec_context, container.demux(stream)))
