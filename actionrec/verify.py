@@ -18,6 +18,7 @@ from actionrec.download import sha256_of
 from actionrec.errors import UserError, run_stage
 from actionrec.params import load_params
 from actionrec.pipeline import paths
+from actionrec.portable import features_runtime
 from actionrec.report import HEADLINE, changed, flatten, git_show, moves, one_video, results, stale
 
 DATA_STAGES = ("synthesize", "subset", "split")
@@ -201,8 +202,11 @@ def main() -> None:
     parser.add_argument("--write-reference", action="store_true",
                         help=f"extract the reference clips here (fp32) into {REFERENCE}")
     args = parser.parse_args()
+    params = load_params("data", "features", "runtime")
+    # the reference, and fp32 features here, through the kernels the features stage computes fp32 with
+    features_runtime({"precision": "fp32"} if args.write_reference else params["features"], params["runtime"])
     if args.write_reference:
-        print(write_reference(load_params("data", "features", "runtime")))
+        print(write_reference(params))
     elif verify(args.rev):
         raise SystemExit(1)
 

@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from actionrec.params import load_params
+from actionrec.portable import KERNELS
 from actionrec.verify import extract_clips, reference_videos, relative_l2
 
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 CONFIGS = [  # (name, precision, threads, compile, environment)
-    ("fp32, native ISA, 2 threads, eager (reference)", "fp32", 2, False, {}),
+    ("fp32, portable kernels, eager: the stage's (reference)", "fp32", 2, False, KERNELS),
+    ("fp32, portable kernels, 1 thread", "fp32", 1, False, KERNELS),
+    ("fp32, native ISA, eager", "fp32", 2, False, {}),
     ("fp32, native ISA, 1 thread", "fp32", 1, False, {}),
     ("fp32, native ISA, compiled", "fp32", 2, True, {}),
-    ("fp32, AVX2 kernels", "fp32", 2, False, AVX2),
-    ("fp32, AVX2 kernels, 1 thread", "fp32", 1, False, AVX2),
     ("fp32, SSE4.1 kernels", "fp32", 2, False, {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}),
     ("bf16, native ISA", "bf16", 2, False, {}),  # native where the CPU has AVX512-BF16/AMX
     ("bf16, AVX-512 without BF16 (emulated)", "bf16", 2, False, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}),

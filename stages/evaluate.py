@@ -13,6 +13,7 @@ from actionrec.device import resolve_device
 from actionrec.model import load_checkpoint, prepare
 from actionrec.errors import run_stage
 from actionrec.params import load_params
+from actionrec.portable import use_portable_kernels
 from actionrec.training import predict_logits, resident
 
 
@@ -29,6 +30,7 @@ def scores(prefix: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 def main(features: str, splits: str, model_file: str, metrics_file: str, confusion: str, per_class_csv: str) -> None:
+    use_portable_kernels()  # the same bits on every x86-64 CPU, before the first kernel
     params = load_params("evaluate", "runtime")
     cfg, device = params["evaluate"], resolve_device(params["runtime"]["device"])
     features, splits = Path(features), Path(splits)

@@ -21,6 +21,7 @@ from actionrec.extract import Throughput, iter_features
 from actionrec.errors import UserError, run_stage
 from actionrec.params import load_params
 from actionrec.pipeline import code_deps
+from actionrec.portable import features_runtime
 
 
 def fingerprint(info: dict) -> str:
@@ -91,7 +92,7 @@ def extract_all(extract, paths: list[str], cfg: dict, store: Path,
 
 def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
     params = load_params("data", "features", "runtime")
-    cfg, device = resolve_runtime(params["features"], params["runtime"])
+    cfg, device = resolve_runtime(params["features"], features_runtime(params["features"], params["runtime"]))
     root, out = Path(params["data"]["root"]), Path(out)
     if not Path(video_list).is_file():
         raise UserError(f"{video_list} not found: run 'dvc repro' (the subset stage writes it)")

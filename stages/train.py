@@ -12,10 +12,12 @@ from actionrec.device import resolve_device
 from actionrec.errors import run_stage
 from actionrec.model import build_model, feature_stats, prepare, uses_centering
 from actionrec.params import HEADS, load_params
+from actionrec.portable import use_portable_kernels
 from actionrec.training import fit
 
 
 def main(features: str, splits: str, metadata: str, model_file: str, live_dir: str, metrics: str) -> None:
+    use_portable_kernels()  # the same bits on every x86-64 CPU, before the first kernel
     params = load_params("data", "train", "runtime")
     cfg, data, runtime = params["train"], params["data"], params["runtime"]
     device = resolve_device(runtime["device"])
