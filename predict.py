@@ -30,7 +30,7 @@ ADVICE = "train on real videos first (docs/predict.md)"
 def check_weights(meta: dict) -> None:
     """The backbone weights must be the very file the features were made with."""
     from actionrec.backbone import weights_file
-    from actionrec.download import sha256_of
+    from actionrec.pipeline import sha256_of
 
     path = weights_file(meta["weights"], meta["backbone"])
     if path is None or not meta.get("weights_sha256"):

@@ -11,13 +11,11 @@ import platform
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import yaml
 
-from actionrec.download import sha256_of
 from actionrec.errors import UserError, run_stage
 from actionrec.params import load_params
-from actionrec.pipeline import paths
+from actionrec.pipeline import paths, read_csv, sha256_of
 from actionrec.report import HEADLINE, changed, flatten, git_show, moves, one_video, results, stale
 
 DATA_STAGES = ("synthesize", "subset", "split")
@@ -48,7 +46,7 @@ def how_far(path: str, old: bytes, new: bytes) -> str:
             return moves(flatten(json.loads(old)), flatten(json.loads(new)))
         if path.endswith((".csv", ".tsv")):
             sep = "\t" if path.endswith(".tsv") else ","
-            a, b = (pd.read_csv(io.BytesIO(data), sep=sep) for data in (old, new))
+            a, b = (read_csv(io.BytesIO(data), sep=sep) for data in (old, new))
             if a.shape != b.shape or list(a.columns) != list(b.columns):
                 return f"{len(a)} rows -> {len(b)} rows"
             numeric = a.select_dtypes("number").columns.intersection(b.select_dtypes("number").columns)
@@ -83,7 +81,7 @@ def check_outputs(rev: str) -> list[tuple[str, str]]:
 
 def reference_videos() -> list[str]:
     """REFERENCE_CLIPS videos spread evenly over the sorted list (so over the classes)."""
-    videos = pd.read_csv(paths("features")["video_list"], keep_default_na=False)["video"]
+    videos = read_csv(paths("features")["video_list"])["video"]
     return list(videos.iloc[::max(1, len(videos) // REFERENCE_CLIPS)][:REFERENCE_CLIPS])
 
 
@@ -91,8 +89,8 @@ def extract_clips(videos: list[str], features_cfg: dict, runtime_cfg: dict, comp
                   ) -> tuple[np.ndarray, str]:
     """(float32 [K, T, D] features through the features stage's own code path, the precision used)."""
     from actionrec.backbone import inference_backbone
-    from actionrec.device import resolve_runtime
     from actionrec.extract import iter_features
+    from actionrec.runtime import resolve_runtime
 
     cfg, device = resolve_runtime(features_cfg, {**runtime_cfg, "compile": compiled, "num_workers": 0,
                                                  "batch_frames": features_cfg["num_frames"]})
@@ -163,8 +161,8 @@ def check_metrics(committed: dict, workspace: dict) -> list[tuple[str, str]]:
 
 
 def check_predictions(committed_csv: bytes) -> tuple[str, str]:
-    theirs = pd.read_csv(io.BytesIO(committed_csv))
-    ours = pd.read_csv(paths("evaluate")["confusion"])
+    theirs = read_csv(io.BytesIO(committed_csv))
+    ours = read_csv(paths("evaluate")["confusion"])
     if len(ours) != len(theirs) or list(ours["actual"]) != list(theirs["actual"]):
         return "differs", f"{paths('evaluate')['confusion']}: another test set than the commit's"
     changes = int((ours["predicted"] != theirs["predicted"]).sum())

@@ -263,7 +263,7 @@ def test_validate_runs_on_every_change_is_never_restored_and_leaves_status_clean
 def test_the_validate_stage_checks_the_machine(tmp_path, monkeypatch):
     """What only this machine can tell: a GPU, an installed decoder; run as DVC runs the stage."""
     import actionrec.video
-    from actionrec.device import resolve_runtime
+    from actionrec.runtime import resolve_runtime
 
     real = actionrec.video.load_error
     monkeypatch.setattr(actionrec.video, "load_error", lambda name: "" if name == "decord" else real(name))
