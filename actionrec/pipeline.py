@@ -30,6 +30,17 @@ def code_hashes(stage: str) -> dict[str, str]:
     return {dep: _digest(repo / dep, "md5") for dep in files}
 
 
+def feature_store(out: str | Path) -> Path:
+    """The per-video feature store beside the features stage's output OUT: OUT-store/<fingerprint>/ (its entries)."""
+    return Path(f"{out}-store")
+
+
+def store_key(features: dict) -> dict:
+    """What dvc.lock records of a store entry's inputs: the features params and the stage's code (md5s). Each
+    entry keeps it in key.json: `make gc` (actionrec/store.py) removes those no dvc.lock of a branch has."""
+    return {"features": features, "code": code_hashes("features")}
+
+
 def _digest(path: Path, algorithm: str) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, algorithm).hexdigest()

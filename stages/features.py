@@ -18,7 +18,7 @@ from actionrec.dataset import write_features
 from actionrec.extract import Throughput, iter_features
 from actionrec.errors import UserError, run_stage
 from actionrec.params import load_params
-from actionrec.pipeline import code_hashes, read_csv, sha256_of
+from actionrec.pipeline import code_hashes, feature_store, read_csv, sha256_of, store_key
 from actionrec.runtime import resolve_runtime
 
 
@@ -104,9 +104,10 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
         from actionrec.quantize import calibration_info
 
         info["calibration"] = calibration_info()
-    store = out.with_name(out.name + "-store") / fingerprint(
+    store = feature_store(out) / fingerprint(
         {**{k: v for k, v in info.items() if k != "device"}, "device_type": device.type})
     store.mkdir(parents=True, exist_ok=True)
+    (store / "key.json").write_text(json.dumps(store_key(params["features"]), indent=1) + "\n")  # for make gc
     print(f"features on {device} in {cfg['precision']}, {cfg['num_workers']} decode worker(s), "
           f"batches of {cfg['batch_frames']} frames")
 
