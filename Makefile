@@ -48,7 +48,7 @@ lock: | $(BIN)/uv  ## re-resolve requirements.txt into requirements.lock (UPGRAD
 	@$(BIN)/python -m actionrec.lock check
 
 repro: venv  ## run the pipeline (dvc repro) on the embedded demo dataset, or what params.yaml says
-	@python -m actionrec.folder  # warns of class folders with no videos, which DVC cannot see
+	@python -m actionrec.folder  # data.source folder: a class folder without videos, which DVC cannot see, is an error
 	dvc repro
 
 # After `make repro`, on any machine: data stages identical to the committed dvc.lock, reference

@@ -279,3 +279,9 @@ def test_the_validate_stage_checks_the_machine(tmp_path, monkeypatch):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == ("error: runtime.device is cuda:0 but torch sees no CUDA GPU here: set "
                              "runtime.device: auto or cpu\n")
+    # under `dvc exp run`, whose -S value stays in params.yaml when the run fails, the way back too
+    result = subprocess.run(stage_argv("validate"), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**tool_env(), "CUDA_VISIBLE_DEVICES": "", "DVC_EXP_NAME": "exp-1"})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: runtime.device is cuda:0 but torch sees no CUDA GPU here") and \
+        "`git checkout -- params.yaml` puts back the committed ones" in result.stderr, result.stderr
