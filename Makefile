@@ -8,7 +8,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # is built once for all of them: tests/conftest.py). Not --dist loadgroup: with pytest 9 it ignores its groups.
 PARALLEL := -n auto --dist loadfile
 
-.PHONY: help venv lock repro verify test test-fast test-tools report review plots push bench compare ucf101 clean
+.PHONY: help venv lock repro verify test test-fast test-tools report review plots push bench compare ucf101 gc clean
 .DEFAULT_GOAL := help
 
 help:  ## list every target with what it does (this list)
@@ -48,7 +48,7 @@ lock: | $(BIN)/uv  ## re-resolve requirements.txt into requirements.lock (UPGRAD
 	@$(BIN)/python -m actionrec.lock check
 
 repro: venv  ## run the pipeline (dvc repro) on the embedded demo dataset, or what params.yaml says
-	@python -m actionrec.folder  # warns of class folders with no videos, which DVC cannot see
+	@python -m actionrec.folder  # data.source folder: a class folder without videos, which DVC cannot see, is an error
 	dvc repro
 
 # After `make repro`, on any machine: data stages identical to the committed dvc.lock, reference
@@ -120,6 +120,10 @@ ucf101: venv  ## download (or RAR=your UCF101.rar) and extract real UCF-101 into
 	python -m actionrec.download --dest data $(if $(RAR),--rar $(RAR)) $(if $(SHA256),--sha256 $(SHA256))
 	dvc add data/UCF-101
 
-# the per-video feature store (stages/features.py): only ever reused for identical inputs, but it grows
-clean:  ## delete the per-video feature store (beside the features stage's output: data/features-store)
-	rm -rf "$$(python -c 'from actionrec.pipeline import paths; print(paths("features")["out"])')-store"
+# The per-video feature store (stages/features.py) is only ever reused for identical inputs, and grows by a
+# full copy for each change of a features param or of the features stage's code: nothing else frees it
+gc: venv  ## free the feature store's entries that neither the params nor any branch's dvc.lock can use
+	python -m actionrec.store
+
+clean: venv  ## delete every entry of the per-video feature store (beside the features output: data/features-store)
+	python -m actionrec.store --all

@@ -30,7 +30,7 @@ ADVICE = "train on real videos first (docs/predict.md)"
 def check_weights(meta: dict) -> None:
     """The backbone weights must be the very file the features were made with."""
     from actionrec.backbone import weights_file
-    from actionrec.download import sha256_of
+    from actionrec.pipeline import sha256_of
 
     path = weights_file(meta["weights"], meta["backbone"])
     if path is None or not meta.get("weights_sha256"):
@@ -50,10 +50,10 @@ def model_warnings(meta: dict) -> list[str]:
         how = " with a random backbone" if random_backbone else ""
         return [f"this model was trained on the synthetic demo dataset{how}: its labels mean nothing "
                 f"on real videos; {ADVICE}"]
-    if random_backbone:
+    if random_backbone:  # on real videos: the backbone is the cause, not the data
         demo = ", like the synthetic demo" if source is None else ""
-        return [f"this model was trained with a random backbone (features.weights: none{demo}): its "
-                f"labels mean little on real videos; {ADVICE}"]
+        return [f"this model was trained with a random backbone (features.weights: none{demo}), so its labels "
+                "mean little on real videos: retrain with trained weights (features.weights: DEFAULT; docs/predict.md)"]
     return []
 
 

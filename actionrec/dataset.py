@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from actionrec.errors import UserError
+from actionrec.pipeline import read_csv
 
 SHARDS = "shards"
 
@@ -33,7 +34,7 @@ def write_features(out: Path, table: pd.DataFrame, load: Callable[[int], np.ndar
 
 def read_index(features: Path) -> pd.DataFrame:
     """Every video of a features folder, shard by shard: its index columns, shard and row."""
-    parts = [pd.read_csv(path, keep_default_na=False).assign(shard=path.with_suffix(".npy").name)
+    parts = [read_csv(path).assign(shard=path.with_suffix(".npy").name)
              for path in sorted((features / SHARDS).glob("*.csv"))]
     if not parts:
         raise UserError(f"{features} holds no features: run 'dvc repro'")
@@ -94,7 +95,7 @@ def open_features(features: Path) -> tuple[Features, pd.DataFrame]:
 
 def load_split(name: str, features: Path, splits: Path) -> tuple[Features, pd.DataFrame, int]:
     """(features, split rows, count of the split's videos without features: each named in a warning)."""
-    rows = pd.read_csv(splits / f"{name}.csv")
+    rows = read_csv(splits / f"{name}.csv")
     index = read_index(features)[["video", "shard", "row"]]
     joined = rows.merge(index, on="video", how="left", validate="one_to_one")
     missing = joined["row"].isna()

@@ -61,19 +61,3 @@ def resolve_batch_frames(batch_frames: int | str, device: torch.device) -> int:
         return int(batch_frames)
     return 256 if device.type == "cuda" else 64
 
-
-def resolve_runtime(features: dict, runtime: dict) -> tuple[dict, torch.device]:
-    """(features and runtime params checked on this machine, `auto` resolved; the device). Sets the threads."""
-    from actionrec.backbone import check_features
-    from actionrec.video import unavailable_decoder
-
-    check_features(features)
-    cfg = {**features, **runtime}
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
-    device = resolve_device(cfg["device"])
-    if error := unavailable_decoder(cfg["decoder"]):  # an explicit one must be installed, and load, here
-        raise ParamsError(error)
-    return dict(cfg, device=str(device), precision=resolve_precision(cfg["precision"], device),
-                num_workers=resolve_workers(cfg["num_workers"], device),
-                batch_frames=resolve_batch_frames(cfg["batch_frames"], device)), device

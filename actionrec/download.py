@@ -5,7 +5,6 @@ from its .part file. The archive's SHA-256 is printed and saved beside it, to ch
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -16,14 +15,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from actionrec.errors import UserError, run_stage
+from actionrec.pipeline import sha256_of
 
 BASE_URL = "https://www.crcv.ucf.edu/data/UCF101"
 ARCHIVE = "UCF101.rar"
-
-
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -98,16 +97,13 @@ def scan_folder(root: str | Path, group_pattern: str = "") -> tuple[pd.DataFrame
 
 
 def main() -> None:
-    """`make repro` runs this first: DVC ignores empty folders (and may restore the subset stage from its
-    run-cache), so no stage would report one."""
+    """`make repro` runs this first: DVC does not see an empty folder (it hashes files), so a class folder
+    emptied after a run changes nothing it tracks and no stage would report it. The subset stage's own check."""
     from actionrec.params import load_params
 
-    root = load_params("data")["data"]["root"]
-    entries = sorted(Path(root).iterdir(), key=lambda p: p.name) if Path(root).is_dir() else []
-    for entry in entries:
-        if entry.is_dir() and not is_hidden(entry.name) and not videos_under(entry)[0]:
-            print(f"warning: class folder {entry.name} under {root} holds no videos, so it is no class of the "
-                  "subset (DVC ignores empty folders): add videos or remove it", file=sys.stderr)
+    data = load_params("data")["data"]
+    if data["source"] == "folder" and Path(data["root"]).is_dir():  # else the subset stage says what is missing
+        scan_folder(data["root"], data["group_pattern"])
 
 
 if __name__ == "__main__":

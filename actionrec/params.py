@@ -1,5 +1,6 @@
 """params.yaml, every key validated on every load (a pydantic model per section; no torch: subset and split run
-without it), with one-line errors that say what to do. actionrec.backbone.check_features adds torchvision's."""
+without it), with one-line errors that say what to do. actionrec.backbone.check_features adds torchvision's,
+actionrec.synthetic.clip_plan the demo's class count."""
 import difflib
 import functools
 import re
@@ -11,8 +12,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
                       field_validator, model_validator)
 
 from actionrec.errors import ParamsError
-from actionrec.video import DECODERS  # numpy only, no torch
 
+DECODERS = ("auto", "decord", "pyav", "torchcodec")  # runtime.decoder (actionrec/video.py decodes)
 HEADS = {  # the heads actionrec.model builds, each with the train.* keys it reads (recorded in the model meta)
     "lstm": ("hidden_size", "num_layers", "bidirectional", "proj_dim"),
     "gru": ("hidden_size", "num_layers", "bidirectional", "proj_dim"),
@@ -283,12 +284,6 @@ def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, d
         raise ParamsError(f"params.yaml: data.root {root} is an absolute path inside this repository: use the "
                           f"relative path {root.resolve().relative_to(repo).as_posix()} (dvc.lock records it, "
                           "and it must not differ per clone)")
-    if "synthesize" in sections:  # apart from the schema: the demo's classes come from actionrec.synthetic (PyAV)
-        from actionrec.synthetic import CLASS_NAMES
-
-        if params["synthesize"]["num_classes"] > len(CLASS_NAMES):
-            raise ParamsError(f"params.yaml: synthesize.num_classes must be between 2 and {len(CLASS_NAMES)} "
-                              f"(the demo's classes), got {params['synthesize']['num_classes']}")
     if "data" in sections and "features" in sections:
         check_backbone_fits_data(params["data"], params["features"])
     return {section: params[section] for section in sections}

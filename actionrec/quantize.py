@@ -33,7 +33,7 @@ def calibration_info() -> dict:
     """What fixes the int8 features beside the params (in info.json, the model file, the store's fingerprint)."""
     from importlib.metadata import version
 
-    from actionrec.download import sha256_of
+    from actionrec.pipeline import sha256_of
 
     return {"clips": {path.name: sha256_of(path) for path in calibration_files()},
             "frames_per_clip": CALIBRATION_FRAMES, "openvino": version("openvino"), "nncf": version("nncf")}

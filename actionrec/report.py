@@ -19,7 +19,7 @@ import yaml
 from dvc.exceptions import DvcException
 
 from actionrec.errors import UserError, run_stage
-from actionrec.pipeline import paths
+from actionrec.pipeline import paths, read_csv
 
 # The numbers a reviewer looks for first, in this order; make verify holds each to one_video.
 HEADLINE = {"test_accuracy": "test accuracy", "test_macro_f1": "test macro-F1",
@@ -124,7 +124,7 @@ def plot_specs(base: str | None) -> tuple[dict[str, dict], dict[str, str]]:
     specs = {name: entry["content"] for name, entries in json.loads(out).get("data", {}).items()
              for entry in entries if entry["type"] == "vega" and "workspace" in entry["revisions"]}
     confusion, per_class = Path(paths("evaluate")["confusion"]), paths("evaluate")["per_class_csv"]
-    counts = pd.read_csv(confusion)["actual"].value_counts() if confusion.is_file() else pd.Series()
+    counts = read_csv(confusion)["actual"].value_counts() if confusion.is_file() else pd.Series()
     if per_class not in specs or counts.empty or counts.max() > 2:
         return specs, {}
     del specs[per_class]

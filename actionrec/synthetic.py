@@ -13,6 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from actionrec.errors import ParamsError
+
 
 def _scene(rng: np.random.Generator, width: int, height: int) -> dict:
     """One group's look: a textured background wider than the frame, lighting, an object."""
@@ -65,7 +67,6 @@ MOTIONS = {
 }
 CLASSES = [(name, motion, backwards) for motion, (*names, _) in MOTIONS.items()
            for backwards, name in zip((False, True), names) if name]  # (class name, base motion, backwards)
-CLASS_NAMES = [name for name, _, _ in CLASSES]
 POSE_AT_REST = {"x": 0.0, "y": 0.0, "scale": 1.0, "angle": 0.0, "alpha": 1.0, "stretch": 1.0, "zoom": 1.0,
                 "mirror": False}
 
@@ -161,7 +162,11 @@ def write_avi(path: Path, frames: Iterable[np.ndarray], fps: int, gop: int | Non
 
 
 def clip_plan(cfg: dict) -> list[dict]:
-    """Every clip to render, with its own seed, in a fixed order (independent of workers)."""
+    """Every clip to render, with its own seed, in a fixed order (independent of workers). Checks
+    synthesize.num_classes against the demo's classes (stages/validate.py runs it too)."""
+    if cfg["num_classes"] > len(CLASSES):
+        raise ParamsError(f"params.yaml: synthesize.num_classes must be between 2 and {len(CLASSES)} "
+                          f"(the demo's classes), got {cfg['num_classes']}")
     plan = []
     for class_index, (name, motion, backwards) in enumerate(CLASSES[: cfg["num_classes"]]):
         for group in range(1, cfg["groups_per_class"] + 1):

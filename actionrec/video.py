@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-DECODERS = ("auto", "decord", "pyav", "torchcodec")
+from actionrec.params import DECODERS
+
 # `auto` tries these in this order: fastest first, as bench/decode.py measured them
 # (docs/decoding.md). PyAV always loads; decoders after it serve only as explicit choices.
 AUTO_ORDER = ("pyav", "torchcodec", "decord")

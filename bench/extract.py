@@ -12,15 +12,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
 from actionrec.backbone import embed, inference_backbone, preprocessing
-from actionrec.device import resolve_runtime
 from actionrec.extract import ClipDataset, iter_features
 from actionrec.params import load_params
-from actionrec.pipeline import paths
+from actionrec.pipeline import paths, read_csv
+from actionrec.runtime import resolve_runtime
 
 
 def process_seconds(*command: str) -> float:
@@ -65,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params("data", "features", "runtime")
     cfg, device = resolve_runtime(params["features"], params["runtime"])
-    rows = pd.read_csv(paths("subset")["metadata"])  # spread evenly over the classes (25 x 8 for the default 200)
+    rows = read_csv(paths("subset")["metadata"])  # spread evenly over the classes (25 x 8 for the default 200)
     picked = rows.groupby("class_name", sort=True).head(max(1, args.videos // rows["class_name"].nunique()))
     videos = [str(Path(params["data"]["root"]) / v) for v in picked["video"]][:args.videos]
     print(f"{len(videos)} videos, {cfg['num_frames']} frames each, device {device}, torch threads "

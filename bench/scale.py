@@ -100,7 +100,7 @@ def engines(count: int, work: Path) -> dict:
     import yaml
 
     from actionrec.backbone import inference_backbone, preprocessing
-    from actionrec.device import resolve_runtime
+    from actionrec.runtime import resolve_runtime
     from actionrec.engine import iter_features_ray
     from actionrec.extract import ClipDataset, iter_features
     from actionrec.synthetic import write_avi

@@ -14,20 +14,18 @@ import torchvision
 from tqdm import tqdm
 
 from actionrec.backbone import build_backbone, inference_backbone, preprocessing, weights_file
-from actionrec.device import resolve_runtime
-from actionrec.download import sha256_of
 from actionrec.dataset import write_features
 from actionrec.extract import Throughput, iter_features
 from actionrec.errors import UserError, run_stage
 from actionrec.params import load_params
-from actionrec.pipeline import code_deps
+from actionrec.pipeline import code_hashes, feature_store, read_csv, sha256_of, store_key
 from actionrec.portable import features_runtime
+from actionrec.runtime import resolve_runtime
 
 
 def fingerprint(info: dict) -> str:
     """Of info (what made the features) and every .py dep of the stage: a store entry is reused only if same."""
-    code = sorted(sha256_of(path) for path in code_deps("features"))
-    blob = json.dumps([info, code], sort_keys=True)
+    blob = json.dumps([info, code_hashes("features")], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -96,7 +94,7 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
     root, out = Path(params["data"]["root"]), Path(out)
     if not Path(video_list).is_file():
         raise UserError(f"{video_list} not found: run 'dvc repro' (the subset stage writes it)")
-    videos = pd.read_csv(video_list, keep_default_na=False)["video"]
+    videos = read_csv(video_list)["video"]
     path = weights_file(cfg["weights"], cfg["backbone"])
     if path and not path.is_file():  # named weights not downloaded yet: now, so the fingerprint has their hash
         build_backbone(cfg["backbone"], cfg["weights"])
@@ -107,9 +105,10 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
         from actionrec.quantize import calibration_info
 
         info["calibration"] = calibration_info()
-    store = out.with_name(out.name + "-store") / fingerprint(
+    store = feature_store(out) / fingerprint(
         {**{k: v for k, v in info.items() if k != "device"}, "device_type": device.type})
     store.mkdir(parents=True, exist_ok=True)
+    (store / "key.json").write_text(json.dumps(store_key(params["features"]), indent=1) + "\n")  # for make gc
     print(f"features on {device} in {cfg['precision']}, {cfg['num_workers']} decode worker(s), "
           f"batches of {cfg['batch_frames']} frames")
 

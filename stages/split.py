@@ -3,10 +3,9 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from actionrec.errors import UserError, run_stage
 from actionrec.params import load_params
+from actionrec.pipeline import read_csv
 from actionrec.splits import SPLITS, group_split, official_split, random_split, shared_groups
 from actionrec.ucf101 import read_split_list
 
@@ -22,8 +21,7 @@ def main(metadata: str, out: str, metrics: str) -> None:
               "recording will leak between splits: set it to a regex whose (?P<group>...) names the recording, "
               "e.g. -S \"data.group_pattern='(?P<group>[^_/]+)_'\" for alice_take1.mp4 or '^(?P<group>[^/]+)/' "
               "for one sub-folder per recording", file=sys.stderr)
-    # keep_default_na=False: a folder group named e.g. NA or None stays a string, not a NaN
-    subset = pd.read_csv(metadata, keep_default_na=False)
+    subset = read_csv(metadata)
     fractions = {name: cfg[name] for name in SPLITS}
     if cfg["method"] == "group":
         split = group_split(subset, fractions, cfg["seed"])

@@ -3,7 +3,6 @@ LIVE, METRICS. METADATA names the classes."""
 import json
 from pathlib import Path
 
-import pandas as pd
 import torch
 from dvclive import Live
 
@@ -12,6 +11,7 @@ from actionrec.device import resolve_device
 from actionrec.errors import run_stage
 from actionrec.model import build_model, feature_stats, prepare, uses_centering
 from actionrec.params import HEADS, load_params
+from actionrec.pipeline import read_csv
 from actionrec.portable import use_portable_kernels
 from actionrec.training import fit
 
@@ -29,8 +29,7 @@ def main(features: str, splits: str, metadata: str, model_file: str, live_dir: s
     train_feats, train_rows, _ = load_split("train", features, splits)
     val_feats, val_rows, _ = load_split("val", features, splits)
     y_train, y_val = (torch.tensor(rows["label"].to_numpy()) for rows in (train_rows, val_rows))
-    # keep_default_na=False: a class folder named e.g. NA or None stays a name, not a NaN
-    class_names = (pd.read_csv(metadata, keep_default_na=False).drop_duplicates("label")
+    class_names = (read_csv(metadata).drop_duplicates("label")
                    .sort_values("label")["class_name"].tolist())
 
     mean, std = feature_stats(train_feats)

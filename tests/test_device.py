@@ -6,6 +6,7 @@ import torch
 
 from actionrec import device as dev
 from actionrec.errors import ParamsError
+from actionrec.runtime import resolve_runtime
 from tests.conftest import committed_params
 
 
@@ -58,7 +59,7 @@ def test_resolve_runtime_fills_every_auto(monkeypatch):
     params = committed_params()
     params["features"]["precision"] = "auto"
     params["runtime"].update(device="auto", num_workers="auto", batch_frames="auto")
-    resolved, device = dev.resolve_runtime(params["features"], params["runtime"])
+    resolved, device = resolve_runtime(params["features"], params["runtime"])
     assert device == torch.device("cpu") and resolved["device"] == "cpu"
     assert resolved["precision"] in ("fp32", "bf16") and resolved["num_workers"] >= 1 and resolved["batch_frames"] == 64
     assert params["features"]["precision"] == "auto"  # the params themselves are left alone

@@ -263,7 +263,7 @@ def test_validate_runs_on_every_change_is_never_restored_and_leaves_status_clean
 def test_the_validate_stage_checks_the_machine(tmp_path, monkeypatch):
     """What only this machine can tell: a GPU, an installed decoder; run as DVC runs the stage."""
     import actionrec.video
-    from actionrec.device import resolve_runtime
+    from actionrec.runtime import resolve_runtime
 
     real = actionrec.video.load_error
     monkeypatch.setattr(actionrec.video, "load_error", lambda name: "" if name == "decord" else real(name))
@@ -279,3 +279,9 @@ def test_the_validate_stage_checks_the_machine(tmp_path, monkeypatch):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == ("error: runtime.device is cuda:0 but torch sees no CUDA GPU here: set "
                              "runtime.device: auto or cpu\n")
+    # under `dvc exp run`, whose -S value stays in params.yaml when the run fails, the way back too
+    result = subprocess.run(stage_argv("validate"), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**tool_env(), "CUDA_VISIBLE_DEVICES": "", "DVC_EXP_NAME": "exp-1"})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: runtime.device is cuda:0 but torch sees no CUDA GPU here") and \
+        "`git checkout -- params.yaml` puts back the committed ones" in result.stderr, result.stderr

@@ -203,6 +203,9 @@ def test_a_demo_or_random_backbone_model_says_so(tmp_path, cli, kind):
     assert "labels mean" in warnings[0] and "docs/predict.md" in warnings[0]
     assert ("synthetic demo dataset with a random backbone" in warnings[0]) == (kind == "synthetic")
     assert ("random backbone (features.weights: none" in warnings[0]) == (kind != "synthetic")
+    # the cause named: on real videos, the random backbone (not the data: train on real videos, it once said)
+    assert ("train on real videos" in warnings[0]) == (kind == "synthetic")
+    assert ("retrain with trained weights (features.weights: DEFAULT" in warnings[0]) == (kind != "synthetic")
 
 
 def test_the_train_stage_records_the_data_source(tmp_path):

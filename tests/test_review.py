@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from dvc.repo import Repo
 
 from actionrec import compare, report, share, verify
 from actionrec.errors import UserError
@@ -30,10 +31,11 @@ def lock(model: str, metadata: str) -> str:
         {"path": path, "hash": "md5", "md5": digest} for path, digest in entries]} for stage, entries in outs.items()}})
 
 
-def test_verify_names_every_output_that_differs_from_the_commit_with_how_far(tmp_path, monkeypatch):
-    """What `make verify` said "13 of 13 identical" to: the model's hash, best_val_loss
-    0.051974 -> 0.051976 and a loss curve, all changed. Each is named with how far; within
-    tolerance, since they follow from the features. A data stage's output differs: beyond."""
+def test_verify_names_every_output_that_differs_from_the_commit_with_how_far_or_not_measured(tmp_path, monkeypatch):
+    """What `make verify` said "13 of 13 identical" to: the model's hash, best_val_loss 0.051974 -> 0.051976
+    and a loss curve, all changed. Each is named with how far, within tolerance since they follow from the
+    features; the model, whose committed version is not in the DVC cache, as not measured (it once counted
+    as within tolerance), and dvc.lock with them. A data stage's output differs: beyond."""
     monkeypatch.chdir(tmp_path)
     files = {"metrics/subset.json": '{"classes": 3}\n', "metrics/train.json": '{"best_val_loss": 0.051974, "epochs": 9}\n',
              "plots/train/loss.tsv": "step\tloss\n0\t2.5\n1\t1.25\n", "dvc.lock": lock("a" * 32, "b" * 32)}
@@ -41,19 +43,27 @@ def test_verify_names_every_output_that_differs_from_the_commit_with_how_far(tmp
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
     git(tmp_path, "init", "-q")
+    Repo.init(str(tmp_path))
     git(tmp_path, "add", "-A")
     git(tmp_path, "commit", "-qm", "committed")
     assert {state for state, _ in verify.check_outputs("HEAD")} == {"identical"}
 
-    Path("dvc.lock").write_text(lock("c" * 32, "d" * 32))
+    Path("dvc.lock").write_text(lock("c" * 32, "b" * 32))
     Path("metrics/train.json").write_text('{"best_val_loss": 0.051976, "epochs": 9}\n')
     Path("plots/train/loss.tsv").write_text("step\tloss\n0\t2.5\n1\t1.2503\n")
-    lines = dict((text.split(" (")[0], (state, text)) for state, text in verify.check_outputs("HEAD"))
-    assert lines["models/model.pt"] == ("within tolerance", "models/model.pt (train): hash cccccccc vs committed aaaaaaaa")
+    lines = dict((text.split(" (")[0].split(":")[0], (state, text)) for state, text in verify.check_outputs("HEAD"))
+    assert lines["models/model.pt"] == ("not measured", "models/model.pt (train): differs, not measured: hash "
+                                        "cccccccc vs committed aaaaaaaa (the committed version is not in this DVC "
+                                        "cache: dvc pull fetches it)")
     assert lines["metrics/train.json"] == ("within tolerance", "metrics/train.json (train): best_val_loss 0.051974 -> 0.051976")
     state, text = lines["plots/train/loss.tsv"]
     assert state == "within tolerance" and "1 of 2 rows differ, max abs difference 0.0003" in text, text
-    assert lines["data/metadata.csv"][0] == "differs" and lines["metrics/subset.json"][0] == "identical"
+    assert lines["dvc.lock"] == ("not measured", "dvc.lock: the hashes of models/model.pt (each above)")
+    assert lines["data/metadata.csv"][0] == lines["metrics/subset.json"][0] == "identical"
+
+    Path("dvc.lock").write_text(lock("c" * 32, "d" * 32))
+    lines = dict((text.split(" (")[0].split(":")[0], (state, text)) for state, text in verify.check_outputs("HEAD"))
+    assert lines["data/metadata.csv"][0] == lines["dvc.lock"][0] == "differs"
 
 
 def test_the_reference_is_keyed_by_the_whole_features_section(tmp_path):

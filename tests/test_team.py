@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
 from tests.conftest import MAKE, ROOT, committed, copy_repo, git, read_metrics, run, stages_run, tool_env
@@ -54,7 +55,7 @@ def verdicts(out: str) -> dict[str, str]:
     """make verify's lines -> {what: verdict}."""
     found = {}
     for line in out.splitlines():
-        for verdict in ("identical", "within tolerance", "differs"):
+        for verdict in ("identical", "within tolerance", "not measured", "differs"):
             if line.startswith(verdict + " "):
                 found[line[len(verdict):].strip().split(" (")[0].split(":")[0]] = verdict
     return found
@@ -106,10 +107,14 @@ def test_make_verify_says_identical_within_tolerance_or_differs(repo):
     found = verdicts(out)
     assert found["test_accuracy"] == "within tolerance" and found["test_macro_f1"] == "identical", out
     assert [v for k, v in found.items() if k.startswith("features of")] == ["within tolerance"], out
-    # every output that differs from the commit is named, with how far: within tolerance, as
-    # it follows from the features (make verify once said "13 of 13 identical" to this)
-    assert found[model] == found["metrics/train.json"] == found[curve] == "within tolerance", out
-    assert f"{model} (train): hash " in out and "vs committed eeeeeeee" in out, out
+    # every output that differs from the commit is named, with how far: within tolerance, as it
+    # follows from the features (make verify once said "13 of 13 identical" to this); the model,
+    # whose committed version this DVC cache lacks, as not measured (once "within tolerance")
+    assert found["metrics/train.json"] == found[curve] == "within tolerance", out
+    assert found[model] == found["dvc.lock"] == "not measured", out
+    assert f"{model} (train): differs, not measured: hash " in out and "vs committed eeeeeeee" in out, out
+    assert re.search(r"^verify: +\d+ compared with other: \d+ identical, \d+ within tolerance, 2 not measured, "
+                     r"0 beyond tolerance", out, re.M), out
     assert re.search(r"metrics/train.json \(train\): best_val_loss [0-9.]+ -> [0-9.]+$", out, re.M), out
     assert re.search(rf"{re.escape(curve)} \(train\): 1 of \d+ rows differ, max abs difference 0.001$", out, re.M), out
 
@@ -127,10 +132,49 @@ def test_make_verify_says_identical_within_tolerance_or_differs(repo):
     code, out = verify(repo, "--rev", "other")
     assert code == 1, out
     found = verdicts(out)
-    assert found["test_accuracy"] == "differs" and found["data/metadata.csv"] == "differs", out
+    assert found["test_accuracy"] == found["data/metadata.csv"] == found["dvc.lock"] == "differs", out
     assert found["reference/features.npz is not committed"] == "differs", out
     assert found["data/synthetic/UCF-101"] == "identical", out
     git(repo, "branch", "-qD", "other")
+
+
+def test_make_verify_measures_the_features_and_the_model_that_the_dvc_cache_holds(repo, tmp_path):
+    """A commit whose features and model differ a little from the workspace's (as another machine's
+    would), both in this DVC cache: make verify measures each, and names dvc.lock with them. (On a
+    cache of its own: `dvc commit` saves a run-cache entry, which other tests would restore.)"""
+    local_config = repo / ".dvc/config.local"
+    config = local_config.read_text() if local_config.exists() else None
+    run(["dvc", "cache", "dir", "--local", str(tmp_path / "cache")], repo)
+    try:
+        run(["dvc", "commit", "-f"], repo)  # the committed outputs, into that cache
+        git(repo, "checkout", "-qb", "other")
+        for shard in (repo / "data/features/shards").glob("*.npy"):
+            values = np.load(shard)
+            shard.unlink()  # DVC links the workspace to its cache: a new file, not that one written over
+            np.save(shard, values * np.float16(1.001))
+        model_file = repo / "models/model.pt"
+        model = torch.load(model_file, weights_only=True)
+        next(iter(model["state_dict"].values()))[0] += 0.25
+        model_file.unlink()
+        torch.save(model, model_file)
+        run(["dvc", "commit", "-f", "features", "train"], repo)
+        git(repo, "commit", "-qam", "features and model from another machine")
+        git(repo, "checkout", "-q", "main")
+        run(["dvc", "checkout"], repo)
+        code, out = verify(repo, "--rev", "other")
+        found = verdicts(out)
+        assert found["data/features"] == found["models/model.pt"] == found["dvc.lock"] == "within tolerance", out
+        measured = re.search(r"data/features \(features\): max relative L2 of a frame (\S+) \(tolerance 0.002\)$",
+                             out, re.M)
+        assert measured and 0.0009 < float(measured[1]) < 0.0011, out  # float16 holds 1.001 as 1.00098
+        assert "models/model.pt (train): parameters: max abs difference 0.25" in out, out
+        assert "dvc.lock: the hashes of data/features, models/model.pt (each above)" in out, out
+    finally:
+        local_config.unlink()
+        if config is not None:
+            local_config.write_text(config)
+        git(repo, "checkout", "-qf", "main")
+        run(["dvc", "checkout", "--force"], repo)
 
 
 def test_the_way_back_after_an_experiment_recomputes_nothing_with_another_machines_lock(repo):
