@@ -40,7 +40,7 @@ def _decode(batch: dict, num_frames: int, prep: dict, decoder: str) -> dict:
 
 
 class _Embed:
-    """An actor: the backbone, built once; float16 features of a batch of decoded videos."""
+    """An actor: the backbone, built once; float32 features of a batch of decoded videos (the stage checks and stores them)."""
 
     def __init__(self, cfg: dict, threads: int):
         from actionrec.backbone import inference_backbone
@@ -53,7 +53,7 @@ class _Embed:
     def __call__(self, batch: dict) -> dict:
         clips = [(i, None if error else torch.from_numpy(np.array(frames)), error, {})
                  for i, (frames, error) in enumerate(zip(batch["frames"], batch["error"]))]
-        feats = np.zeros((len(clips), self.cfg["num_frames"], self.model.feature_dim), np.float16)
+        feats = np.zeros((len(clips), self.cfg["num_frames"], self.model.feature_dim), np.float32)
         for i, out, _, _ in embed_stream(self.model, clips, self.cfg["batch_frames"], self.cfg["precision"]):
             if out is not None:
                 feats[i] = out

@@ -13,7 +13,7 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from actionrec.backbone import build_backbone, inference_backbone, preprocessing, weights_file
+from actionrec.backbone import build_backbone, degradation, inference_backbone, preprocessing, weights_file
 from actionrec.device import resolve_runtime
 from actionrec.download import sha256_of
 from actionrec.dataset import write_features
@@ -79,6 +79,11 @@ def extract_all(extract, paths: list[str], cfg: dict, store: Path,
                 # the decoder that served a video is a speed choice: not recorded with the result
                 infos[position] = {"rotation": int(info["rotation"]), "warning": str(info["warning"])}
                 if feats is not None and not errors[position]:
+                    if problem := degradation(feats):  # before float16 stores them
+                        fp32 = "" if cfg["precision"] == "fp32" else ", features.precision: fp32"
+                        raise UserError(f"the features of {paths[position]} {problem} ({cfg['backbone']}, weights "
+                                        f"{cfg['weights']}, {cfg['precision']}): use trained weights (features."
+                                        f"weights: DEFAULT){fp32} or another features.backbone (e.g. resnet50)")
                     extracted += 1
                     if not stored[position].exists():  # another file with the same bytes may have come first
                         save_entry(stored[position], feats.astype(np.float16), infos[position])
