@@ -114,8 +114,8 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
     store = out.with_name(out.name + "-store") / fingerprint(
         {**{k: v for k, v in info.items() if k != "device"}, "device_type": device.type})
     store.mkdir(parents=True, exist_ok=True)
-    print(f"features on {device} in {cfg['precision']}, {cfg['num_workers']} decode worker(s), "
-          f"batches of {cfg['batch_frames']} frames")
+    workers = "on Ray" if cfg["engine"] == "ray" else f"{cfg['num_workers']} decode worker(s)"  # Ray's: its own line
+    print(f"features on {device} in {cfg['precision']}, {workers}, batches of {cfg['batch_frames']} frames")
 
     def extract(todo: list[str]):
         if cfg["engine"] == "ray":  # speed only: the same features (tests/test_ray.py)
