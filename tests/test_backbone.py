@@ -98,11 +98,11 @@ def test_suggested_backbones_give_features_float16_holds_with_random_weights(nam
     model = build_backbone(name, "none", seed=0)
     assert model.feature_dim == dim
     fast = prepare_for_inference(model, "fp32", False)
-    frames = resize_crop(sample_clip(real_clips["v_ApplyEyeMakeup_g01_c01.avi"], 2).frames, DEFAULT_PREPROCESSING)
-    features = embed(fast, frames, "fp32").numpy()
+    frames = resize_crop(sample_clip(real_clips["short_32_frames.mp4"], 2).frames, DEFAULT_PREPROCESSING)
+    features = embed(fast, frames, "fp32").numpy()  # a clip that is not among the calibration clips
     assert features.shape == (2, dim) and degradation(features) == ""
-    stored = np.abs(features.astype(np.float16).astype(np.float32))
-    assert np.median(stored[stored > 0]) > 0.1 and (stored > 0).mean() > 0.5
+    stored = features.astype(np.float16)
+    assert (stored != 0).mean() > 0.5 and (stored[0] != stored[1]).mean() > 0.5  # the frames' own features
 
 
 def test_features_float16_cannot_hold_are_named():
