@@ -4,6 +4,7 @@ Ray on 127.0.0.1 only, workers that die retried a bounded number of times, and a
 that need a cluster share one head (the `head` fixture): a Ray start costs seconds."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -68,8 +70,9 @@ def head(tmp_path_factory) -> Iterator[tuple[dict, psutil.Process]]:
     env.pop("RAY_ADDRESS", None)
     subprocess.run([RAY, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
     port, log = free_port(), home / "head.log"
+    ray_dir = tempfile.mkdtemp(prefix="ray")  # short: a socket's path holds at most 107 bytes
     with open(log, "w") as out:
-        process = subprocess.Popen([RAY, "start", "--head", f"--port={port}", f"--temp-dir={home / 'ray'}", "--block",
+        process = subprocess.Popen([RAY, "start", "--head", f"--port={port}", f"--temp-dir={ray_dir}", "--block",
                                     "--disable-usage-stats", "--include-dashboard=false"],
                                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -80,12 +83,14 @@ def head(tmp_path_factory) -> Iterator[tuple[dict, psutil.Process]]:
         assert "Token authentication is enabled for this Ray cluster" in log.read_text()
         yield dict(env, RAY_AUTH_MODE="token", RAY_ADDRESS=f"127.0.0.1:{port}"), psutil.Process(process.pid)
     finally:  # SIGKILL: `ray start --block` takes half a minute over SIGTERM
-        ray_processes = psutil.Process(process.pid).children(recursive=True)
-        os.killpg(process.pid, signal.SIGKILL)
+        ray_processes = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
         for leftover in ray_processes:
-            if leftover.is_running():
+            with contextlib.suppress(psutil.Error):
                 leftover.kill()
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def test_docs_cluster_steps_with_token_authentication_give_the_local_engines_features(head, tmp_path, monkeypatch):
