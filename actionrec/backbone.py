@@ -25,6 +25,7 @@ DEFAULT_PREPROCESSING = {"resize": 256, "crop": 224, "interpolation": "bilinear"
                          "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # ImageNet's
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
           "int8": torch.float32}  # int8: OpenVINO's quantized model takes float32 frames (quantize.py)
+LOST_PRECISION = 0.1  # features refused where float16 stores more than this share of them as zeros or subnormals
 
 
 def weight_names(name: str) -> list[str]:
@@ -169,7 +170,47 @@ def build_backbone(name: str, weights: str, seed: int = 0) -> torch.nn.Module:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
     model.feature_dim = _classifier_to_identity(model)
-    return model.eval().requires_grad_(False)
+    model.eval().requires_grad_(False)
+    if weights == "none":
+        _normalise_random(model, seed)
+    return model
+
+
+def degradation(feats: np.ndarray) -> str:
+    """"" when float16, the dtype features are stored in, holds float32 features; else what it loses."""
+    magnitude = np.abs(feats)
+    if not np.isfinite(feats).all():
+        return "are not finite (NaN or infinity)"
+    if magnitude.max() > np.finfo(np.float16).max:
+        return f"reach {magnitude.max():.3g}, beyond float16's largest value (65504)"
+    nonzero = magnitude[magnitude > 0]
+    lost = np.mean(nonzero < np.finfo(np.float16).smallest_normal) if nonzero.size else 1.0
+    if lost > LOST_PRECISION:
+        return (f"are of order {np.median(nonzero) if nonzero.size else 0:.1g}: float16 (as stored) makes {lost:.0%} of them "
+                "zeros or subnormals")
+    return ""
+
+
+def _normalise_random(model: torch.nn.Module, seed: int) -> None:
+    """Random weights whose features float16 would not hold (SiLU and hard-swish nets shrink each block's output:
+    efficientnet_b0's were 1e-13, mobilenet_v3_large's 1e-9): each batch norm takes the statistics of its input on
+    the committed calibration frames, as a trained one normalises (on seeded noise instead, the demo's test
+    accuracy with efficientnet_b0 was 0.39, not 0.76). Where seeded noise shows no loss (resnet, convnext), none."""
+    with torch.no_grad():
+        if not degradation(model(torch.randn((2, 3, 224, 224), generator=torch.Generator().manual_seed(seed))).numpy()):
+            return
+        from actionrec.quantize import calibration_clips
+
+        frames = torch.cat([resize_crop(clip, DEFAULT_PREPROCESSING) for clip in calibration_clips()])
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for norm in norms:  # train mode for these alone: dropout and stochastic depth stay off
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average: this one batch's statistics
+            norm.train()
+        model(normalize(frames, DEFAULT_PREPROCESSING))
+        for norm in norms:
+            norm.momentum = 0.1
+            norm.eval()
 
 
 def prepare_for_inference(model: torch.nn.Module, precision: str, compile: bool | str,

@@ -9,6 +9,7 @@ import functools
 import itertools
 import os
 import sys
+import traceback
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -133,8 +134,11 @@ def scan(path: str | os.PathLike) -> Scan:
                         pass
         except av.error.FFmpegError as error:
             demux_error = _ffmpeg_reason(error)
+        if len(pts) < 2 and (demux_error or (stream.frames or 0) > len(pts)):  # not a still image: cut short
+            said = f"of the {stream.frames} frames its header declares " if stream.frames else "frame(s) "
+            raise VideoError(f"damaged or truncated file: {len(pts)} {said}demux ({demux_error or 'the data ends'})")
         if not pts:
-            raise VideoError(f"the video has no frames that demux ({demux_error or 'empty stream'})")
+            raise VideoError("the video has no frames that demux (empty stream)")
         if len(pts) == 1:
             raise VideoError(f"not a video: a still image (one frame, {codec} in {kind.split(',')[0]})")
         # FFmpeg's display matrix turns counter-clockwise (what `ffmpeg`'s autorotate undoes):
@@ -279,13 +283,30 @@ def _decoder_order(decoder: str, found: Scan, device: str) -> list[str]:
 # ---------------------------------------------------------------- decoders
 
 
-class _DecodedShort(Exception):
-    """The decoder ran out of frames before a sampled one: a damaged file."""
+class _DecoderFailed(Exception):
+    """A decoder's own verdict on the file (or it ran out of frames before a sampled one): a damaged file."""
 
 
-def _upright(frame, rotation: int) -> np.ndarray:
+@contextmanager
+def _own_errors(package, *types: type[Exception]):
+    """`types` raised inside the decoder `package` become _DecoderFailed: decord and torchcodec raise plain
+    RuntimeErrors for a bad file. The same types raised by our code that calls them (a bug) pass."""
+    try:
+        yield
+    except types as error:
+        folder = os.path.dirname(package.__file__)
+        if not any(frame.filename.startswith(folder) for frame in traceback.extract_tb(error.__traceback__)):
+            raise
+        raise _DecoderFailed(_first_line(error)) from None
+
+
+def _upright(frame, found: Scan) -> np.ndarray:
     frame = frame.to_ndarray(format="rgb24")
-    return np.ascontiguousarray(np.rot90(frame, k=-rotation // 90)) if rotation else frame
+    frame = np.ascontiguousarray(np.rot90(frame, k=-found.rotation // 90)) if found.rotation else frame
+    if frame.shape[:2] != (found.height, found.width):  # a stream that changes size (concatenated files)
+        raise _DecoderFailed(f"the frame size changes within the stream ({found.width}x{found.height}, then "
+                             f"{frame.shape[1]}x{frame.shape[0]})")
+    return frame
 
 
 def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
@@ -304,9 +325,9 @@ def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu")
             while position <= target:
                 frame = next(frames, None)
                 if frame is None:
-                    raise _DecodedShort(f"PyAV decoded {position} frames, frame {target} is missing")
+                    raise _DecoderFailed(f"PyAV decoded {position} frames, frame {target} is missing")
                 if position in wanted:
-                    picked[position] = _upright(frame, found.rotation)
+                    picked[position] = _upright(frame, found)
                 position += 1
     return np.stack([picked[i] for i in wanted])
 
@@ -325,7 +346,7 @@ def _seek(container, stream, codec, found: Scan, start: int):
         landed = known.get((first.pts, first.dts)) if first is not None else None
         if landed is not None and landed <= start:
             return itertools.chain([first], packets), landed
-    raise _DecodedShort("PyAV's seek landed on no known keyframe")
+    raise _DecoderFailed("PyAV's seek landed on no known keyframe")
 
 
 def _decoded(codec, packets):
@@ -344,26 +365,25 @@ def _decode_decord(path: str, found: Scan, wanted: list[int], device: str = "cpu
     import decord
     from decord._ffi.base import DECORDError  # a plain Exception
 
-    with _native_stderr_silenced():
-        try:
-            reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-            if len(reader) != found.frame_count:  # its frame numbers would be other frames
-                raise _DecodedShort(f"decord counts {len(reader)} frames, the demuxer {found.frame_count}")
-            return reader.get_batch(wanted).asnumpy()
-        except DECORDError as error:
-            raise RuntimeError(_first_line(error)) from None
+    with _native_stderr_silenced(), _own_errors(decord, DECORDError, RuntimeError):
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+        if len(reader) != found.frame_count:  # its frame numbers would be other frames
+            raise _DecoderFailed(f"decord counts {len(reader)} frames, the demuxer {found.frame_count}")
+        return reader.get_batch(wanted).asnumpy()
 
 
 def _decode_torchcodec(path: str, found: Scan, wanted: list[int], device: str = "cpu") -> np.ndarray:
+    import torchcodec
     from torchcodec.decoders import VideoDecoder
 
-    reader = VideoDecoder(path, stream_index=found.stream_index, dimension_order="NHWC",
-                          num_ffmpeg_threads=1, seek_mode="exact", device=device)
-    if reader.metadata.num_frames != found.frame_count:
-        raise _DecodedShort(f"torchcodec counts {reader.metadata.num_frames} frames, "
-                            f"the demuxer {found.frame_count}")
-    unique = sorted(set(wanted))
-    batch = reader.get_frames_at(unique).data.cpu().numpy()
+    with _own_errors(torchcodec, RuntimeError):
+        reader = VideoDecoder(path, stream_index=found.stream_index, dimension_order="NHWC",
+                              num_ffmpeg_threads=1, seek_mode="exact", device=device)
+        if reader.metadata.num_frames != found.frame_count:
+            raise _DecoderFailed(f"torchcodec counts {reader.metadata.num_frames} frames, "
+                                 f"the demuxer {found.frame_count}")
+        unique = sorted(set(wanted))
+        batch = reader.get_frames_at(unique).data.cpu().numpy()
     return batch[[unique.index(i) for i in wanted]]
 
 
@@ -410,8 +430,8 @@ def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
     for cannot decode faithfully goes to PyAV; device "cuda..." decodes with NVDEC where it can."""
     import av
 
-    # what the decoders raise on a file they cannot read; anything else is a bug, and crashes
-    unreadable = (av.error.FFmpegError, RuntimeError, ValueError, OSError, EOFError, _DecodedShort)
+    # the decoders' own errors and the file system's (a file gone or unreadable); anything else is a bug: it crashes
+    unreadable = (av.error.FFmpegError, _DecoderFailed, FileNotFoundError, PermissionError)
     path = str(path)
     found = scan(path)
     window = _window(found, start, end)
@@ -421,7 +441,7 @@ def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
     for name in _decoder_order(decoder, found, gpu):
         try:
             frames = DECODE[name](path, found, wanted, gpu if name == "torchcodec" else "cpu")
-        except unreadable as error:  # decord and torchcodec raise their own RuntimeErrors
+        except unreadable as error:
             errors.append(f"{name}: {_first_line(error)}")
             if name == "torchcodec" and gpu != "cpu":
                 _note(f"torchcodec could not decode {found.codec} on {gpu} ({_first_line(error)}): "

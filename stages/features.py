@@ -13,7 +13,7 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from actionrec.backbone import build_backbone, inference_backbone, preprocessing, weights_file
+from actionrec.backbone import build_backbone, degradation, inference_backbone, preprocessing, weights_file
 from actionrec.dataset import write_features
 from actionrec.extract import Throughput, iter_features
 from actionrec.errors import UserError, run_stage
@@ -78,6 +78,11 @@ def extract_all(extract, paths: list[str], cfg: dict, store: Path,
                 # the decoder that served a video is a speed choice: not recorded with the result
                 infos[position] = {"rotation": int(info["rotation"]), "warning": str(info["warning"])}
                 if feats is not None and not errors[position]:
+                    if problem := degradation(feats):  # before float16 stores them
+                        fp32 = "" if cfg["precision"] == "fp32" else ", features.precision: fp32"
+                        raise UserError(f"the features of {paths[position]} {problem} ({cfg['backbone']}, weights "
+                                        f"{cfg['weights']}, {cfg['precision']}): use trained weights (features."
+                                        f"weights: DEFAULT){fp32} or another features.backbone (e.g. resnet50)")
                     extracted += 1
                     if not stored[position].exists():  # another file with the same bytes may have come first
                         save_entry(stored[position], feats.astype(np.float16), infos[position])
@@ -109,8 +114,8 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
         {**{k: v for k, v in info.items() if k != "device"}, "device_type": device.type})
     store.mkdir(parents=True, exist_ok=True)
     (store / "key.json").write_text(json.dumps(store_key(params["features"]), indent=1) + "\n")  # for make gc
-    print(f"features on {device} in {cfg['precision']}, {cfg['num_workers']} decode worker(s), "
-          f"batches of {cfg['batch_frames']} frames")
+    workers = "on Ray" if cfg["engine"] == "ray" else f"{cfg['num_workers']} decode worker(s)"  # Ray's: its own line
+    print(f"features on {device} in {cfg['precision']}, {workers}, batches of {cfg['batch_frames']} frames")
 
     def extract(todo: list[str]):
         if cfg["engine"] == "ray":  # speed only: the same features (tests/test_ray.py)

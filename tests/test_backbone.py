@@ -11,7 +11,7 @@ import torch
 import torchvision
 import yaml
 
-from actionrec.backbone import (DEFAULT_PREPROCESSING, build_backbone, check_backbone, embed, normalize, prepare_for_inference, preprocessing, resize_crop, weights_file)
+from actionrec.backbone import (DEFAULT_PREPROCESSING, build_backbone, check_backbone, degradation, embed, normalize, prepare_for_inference, preprocessing, resize_crop, weights_file)
 from actionrec.errors import ParamsError, UserError
 from actionrec.video import sample_clip
 from tests.conftest import ROOT, committed_params, stage_argv, tiny_video
@@ -78,15 +78,43 @@ def test_bf16_and_compiled_features_agree_with_fp32_on_real_clips(real_clips):
         assert error.max() < min(0.02, cross_clip / 4), (precision, compiled, error.max(), cross_clip)
 
 
-@pytest.mark.parametrize("name,dim", [("resnet18", 512), ("efficientnet_b0", 1280), ("convnext_tiny", 768),
-                                      ("mobilenet_v3_large", 1280)])
-def test_any_torchvision_classifier_serves_as_backbone(name, dim):
-    """The classifier is removed and the feature size read from the model itself."""
+def suggested_backbones() -> list[str]:
+    """The backbones params.yaml's comment on features.backbone names ("resnet18/50, efficientnet_b0, ...")."""
+    line = next(line for line in (ROOT / "params.yaml").read_text().splitlines() if line.strip().startswith("backbone:"))
+    names = []
+    for item in filter(lambda item: item not in ("", "..."), map(str.strip, line.split("#")[1].split(":")[1].split(","))):
+        first, *sizes = item.split("/")
+        names += [first, *(first.rstrip("0123456789") + size for size in sizes)]
+    return names
+
+
+@pytest.mark.parametrize("name,dim", [("resnet18", 512), ("resnet50", 2048), ("efficientnet_b0", 1280),
+                                      ("convnext_tiny", 768), ("mobilenet_v3_large", 1280)])
+def test_suggested_backbones_give_features_float16_holds_with_random_weights(name, dim, real_clips):
+    """The classifier is removed and the feature size read from the model itself; with seeded random
+    weights (the offline demo) the features of real frames are finite and of a size float16 stores
+    (efficientnet_b0's were 1e-13 and mobilenet_v3_large's 1e-9: all zeros once stored)."""
+    assert name in suggested_backbones()
     model = build_backbone(name, "none", seed=0)
     assert model.feature_dim == dim
     fast = prepare_for_inference(model, "fp32", False)
-    features = embed(fast, torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8), "fp32")
-    assert features.shape == (2, dim) and torch.isfinite(features).all()
+    frames = resize_crop(sample_clip(real_clips["short_32_frames.mp4"], 2).frames, DEFAULT_PREPROCESSING)
+    features = embed(fast, frames, "fp32").numpy()  # a clip that is not among the calibration clips
+    assert features.shape == (2, dim) and degradation(features) == ""
+    stored = features.astype(np.float16)
+    assert (stored != 0).mean() > 0.5 and (stored[0] != stored[1]).mean() > 0.5  # the frames' own features
+
+
+def test_features_float16_cannot_hold_are_named():
+    """What the features stage refuses before storing float16 (stages/features.py)."""
+    usable = np.random.default_rng(0).normal(0, 3, (4, 64)).astype(np.float32)
+    assert degradation(usable) == ""
+    assert "float16 (as stored) makes 100% of them zeros or subnormals" in degradation(usable * 1e-13)
+    assert "of order 2e-13" in degradation(usable * 1e-13)
+    assert "makes 100% of them zeros" in degradation(np.zeros_like(usable))
+    assert "beyond float16's largest value" in degradation(usable * 1e5)
+    assert "not finite" in degradation(np.where(usable > 5, np.nan, usable))
+    assert "not finite" in degradation(np.where(usable > 5, np.inf, usable))
 
 
 def test_weights_file_is_named_by_torchvision_or_the_path(tmp_path, monkeypatch):

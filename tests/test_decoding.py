@@ -3,6 +3,7 @@ segment centres of the frames that exist, the same from every decoder; PyAV seek
 of decoding everything; what is not a video is refused; a damaged file says so."""
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import types
@@ -223,6 +224,59 @@ def test_pyav_decodes_from_the_start_when_a_sparse_decode_runs_short(tmp_path, m
     assert np.array_equal(clip.frames, np.stack([reference[i] for i in clip.indices]))
 
 
+@pytest.mark.parametrize("error", [ValueError, RuntimeError])
+def test_a_bug_in_the_decode_path_is_a_traceback_not_a_broken_video(tmp_path, monkeypatch, error):
+    """Only the decoders' own errors make a broken video: a ValueError or RuntimeError that our code
+    raises while PyAV decodes (a bad reshape, say) propagates, as any bug does."""
+    path = tiny_video(tmp_path / "v.avi", frames=8)
+
+    def bad_reshape(frame, found):
+        raise error("cannot reshape array of size 9216 into shape (48,64,4)")
+
+    monkeypatch.setattr(video, "_upright", bad_reshape)
+    with pytest.raises(error, match="cannot reshape"):
+        sample_clip(path, 4, "pyav")
+
+
+def test_a_stream_whose_frame_size_changes_is_a_broken_video_not_a_crash(tmp_path):
+    """Two MPEG-TS files of different sizes, concatenated (as a stream that changes resolution):
+    a one-line VideoError (numpy's ValueError from stacking the frames is no longer taken as one)."""
+    first = encode_video(tmp_path / "a.ts", numbered_frames(20, 64, 48), codec="mpeg2video")
+    second = encode_video(tmp_path / "b.ts", numbered_frames(20, 96, 64), codec="mpeg2video")
+    path = tmp_path / "both.ts"
+    path.write_bytes(first.read_bytes() + second.read_bytes())
+    with pytest.raises(VideoError, match=r"the frame size changes within the stream \(64x48, then 96x64\)"):
+        sample_clip(path, 8)
+
+
+@pytest.mark.parametrize("decoder,module,reader,method", [("decord", "decord", "VideoReader", "get_batch"),
+                                                          ("torchcodec", "torchcodec.decoders", "VideoDecoder",
+                                                           "get_frames_at")])
+def test_decord_and_torchcodec_errors_on_a_damaged_file_go_to_pyav_and_a_bug_crashes(
+        real_clips, monkeypatch, decoder, module, reader, method):
+    """Both raise plain RuntimeErrors for a bad file: raised inside their package, that is the
+    decoder's verdict (PyAV, the reference, then decodes what it can); the same RuntimeError
+    from the code that calls them (here: a stand-in for their method) is a bug, and crashes."""
+    needs(decoder)
+    path = real_clips["kinetics_arm_wrestling.mp4"]
+    data = bytearray(path.read_bytes())
+    third = len(data) // 3
+    data[third:2 * third] = np.random.default_rng(0).integers(0, 256, third, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    found = video.scan(path)
+    with pytest.raises(video._DecoderFailed):  # their own error, on the file
+        video.DECODE[decoder](str(path), found, frame_indices(found.frame_count, 16))
+    clip = sample_clip(path, 16, decoder)
+    assert clip.decoder == "pyav" and clip.warning == "decoded 80 of 280 frames: damaged file?"
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("expected a 4-d tensor")
+
+    monkeypatch.setattr(getattr(importlib.import_module(module), reader), method, bug)
+    with pytest.raises(RuntimeError, match="expected a 4-d tensor"):
+        sample_clip(path, 16, decoder)
+
+
 @pytest.mark.parametrize("make,reason", [
     ("one.gif", "a still image"),
     ("one.mp4", "a still image (one frame"),
@@ -360,9 +414,9 @@ def test_a_gpu_decode_that_fails_falls_back_to_the_cpu_with_one_line(real_clips,
     monkeypatch.setattr(video, "load_error", lambda name: None)
     video._note.cache_clear()
 
-    def no_nvdec(path, found, wanted, device):
+    def no_nvdec(path, found, wanted, device):  # as _decode_torchcodec passes on torchcodec's RuntimeError
         assert device == "cuda"
-        raise RuntimeError("CUDA driver not found")
+        raise video._DecoderFailed("CUDA driver not found")
 
     monkeypatch.setitem(video.DECODE, "torchcodec", no_nvdec)
     path = real_clips["short_32_frames.mp4"]

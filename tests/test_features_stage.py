@@ -140,6 +140,28 @@ def test_the_stage_completes_with_the_compiler_hidden(tmp_path):
     assert read_features(tmp_path / "data/features").shape == (3, 4, 2048)
 
 
+@pytest.mark.pipeline
+def test_features_float16_cannot_hold_stop_the_stage_in_one_line(tmp_path):
+    """Weights whose features are of order 1e-12 (float16 would store zeros): one line that says
+    what to do, before any is stored, and no output DVC could take as complete."""
+    import torchvision
+
+    root = tmp_path / "videos"
+    write_video_list(tmp_path, [str(tiny_video(root / f"A/v_A_g0{g}_c01.avi", frames=6).relative_to(root))
+                              for g in (1, 2)])
+    state = torchvision.models.resnet18().state_dict()
+    state["conv1.weight"] *= 1e-12  # batch norms of running mean 0, bias 0: every later layer scales alike
+    (tmp_path / "weights").mkdir()
+    torch.save(state, tmp_path / "weights/tiny.pth")
+    write_params(tmp_path, root, backbone="resnet18", weights="weights/tiny.pth", num_frames=2)
+    result = run_stage(tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: the features of ") and "float16 (as stored) makes 100% of them zeros" in error
+    assert "(resnet18, weights weights/tiny.pth, fp32): use trained weights (features.weights: DEFAULT)" in error
+    assert not stored_features(tmp_path) and not (tmp_path / "data/features").exists()
+
+
 class PixelLevel(torch.nn.Module):
     """A stub backbone whose feature is the mean grey level of the frame: it shows which
     frame of which video each row came from."""
@@ -269,22 +291,24 @@ def test_named_weights_fetched_during_the_first_run_are_in_its_fingerprint(tmp_p
     assert json.loads(Path("data/features/info.json").read_text())["weights_sha256"]
 
 
-def test_a_bug_while_decoding_crashes_instead_of_counting_as_a_broken_video(tmp_path, monkeypatch):
-    """Only what decoders raise on unreadable files makes a failed video; a bug (here a
-    TypeError in a decoder) ends the run, so that no data is dropped silently."""
+@pytest.mark.parametrize("error", [TypeError, ValueError, RuntimeError])
+def test_a_bug_while_decoding_crashes_instead_of_counting_as_a_broken_video(tmp_path, monkeypatch, error):
+    """Only what decoders raise on unreadable files makes a failed video; a bug inside the decode
+    path (here: converting a decoded frame) ends the run, so that no data is dropped silently,
+    whatever builtin error it raises (ValueError and RuntimeError were once taken as broken videos)."""
     import actionrec.video as video
 
     path = tiny_video(tmp_path / "v.avi", frames=8)
 
-    def buggy(path, found, wanted, device="cpu"):
-        raise TypeError("unsupported operand type(s)")
+    def buggy(frame, found):
+        raise error("cannot reshape array of size 9216 into shape (48,64,4)")
 
-    monkeypatch.setitem(video.DECODE, "pyav", buggy)
-    with pytest.raises(TypeError):
+    monkeypatch.setattr(video, "_upright", buggy)
+    with pytest.raises(error):
         video.sample_clip(path, 4, "pyav")
     cfg = {"num_frames": 4, "resize": 48, "crop": 32, "num_workers": 0, "batch_frames": 8,
-           "precision": "fp32", "decoder": "pyav"}
-    with pytest.raises(TypeError):
+           "precision": "fp32", "decoder": "auto"}
+    with pytest.raises(error, match="cannot reshape"):
         list(iter_features(PixelLevel(), [str(path)], cfg))
 
 

@@ -77,6 +77,18 @@ def test_truncated_file_decodes_what_is_there(real_clips, tmp_path):
     assert frames.shape == (16, 240, 320, 3) and frames.std() > 5
 
 
+def test_a_video_cut_before_its_second_frame_is_named_damaged_not_a_still_image(real_clips, tmp_path):
+    """A download cut short keeps the AVI header that declares 164 frames: with one frame or none
+    left it is a damaged file (once "not a video: a still image (one frame)")."""
+    whole = real_clips["v_ApplyEyeMakeup_g01_c01.avi"].read_bytes()
+    path = tmp_path / "truncated.avi"
+    for size, frames in ((20_000, 1), (12_000, 0)):
+        path.write_bytes(whole[:size])
+        with pytest.raises(VideoError, match=rf"^damaged or truncated file: {frames} of the 164 frames its header "
+                                             r"declares demux \(the data ends\)$"):
+            sample_clip(path, 16)
+
+
 @pytest.mark.parametrize("decoder", ["decord", "torchcodec"])
 def test_pyav_takes_over_when_another_decoder_fails_or_decodes_short(tmp_path, monkeypatch, decoder):
     """A decoder that fails (or counts other frames than the demuxer) on a file: PyAV, the
@@ -88,7 +100,7 @@ def test_pyav_takes_over_when_another_decoder_fails_or_decodes_short(tmp_path, m
     expected = sample_clip(path, 4, "pyav").frames
 
     def short_read(path, found, wanted, device="cpu"):
-        raise video._DecodedShort(f"{decoder} counts 3 frames, the demuxer 20")
+        raise video._DecoderFailed(f"{decoder} counts 3 frames, the demuxer 20")
 
     monkeypatch.setitem(video.DECODE, decoder, short_read)
     monkeypatch.setattr(video, "unavailable_decoder", lambda name, key="runtime.decoder": "")
