@@ -21,6 +21,7 @@ import torch
 
 from actionrec.errors import UserError
 from actionrec.extract import ClipDataset, embed_stream
+from actionrec.portable import KERNELS
 
 VIDEOS_PER_BLOCK = 4  # a decode task's share: small, so that results stream and a retry redoes little
 RETRIES = 3  # runs of the videos not yet done after a worker died (out of memory, a native crash, a lost node)
@@ -85,8 +86,10 @@ def start() -> dict:
     if address:
         deadline.start()
     try:
+        # every worker, a cluster's too, computes with the stage's kernels (fp32: actionrec/portable.py)
+        kernels = {"env_vars": {key: os.environ[key] for key in KERNELS if key in os.environ}}
         ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False,  # the stage says what failed
-                 **({} if address else {"_temp_dir": os.path.join(tempfile.gettempdir(), "ray")}))
+                 runtime_env=kernels, **({} if address else {"_temp_dir": os.path.join(tempfile.gettempdir(), "ray")}))
     except (ConnectionError, ray.exceptions.AuthenticationError) as error:
         raise UserError(f"cannot join the Ray cluster at RAY_ADDRESS={address} ({str(error).splitlines()[0]}): "
                         "a cluster with token authentication (Ray's default where ~/.ray/auth_token exists) needs "
