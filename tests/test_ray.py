@@ -24,7 +24,7 @@ import pytest
 
 from actionrec.engine import CONNECT_S, RETRIES
 from tests.conftest import ROOT, read_features, stage_argv
-from tests.test_features_stage import distinct_videos, load_stage, stored_features, write_params, write_video_list
+from tests.test_features_stage import distinct_videos, run_stage, stored_features, write_params, write_video_list
 
 pytestmark = pytest.mark.pipeline
 RAY = str(Path(sys.executable).parent / "ray")
@@ -93,7 +93,7 @@ def head(tmp_path_factory) -> Iterator[tuple[dict, psutil.Process]]:
         shutil.rmtree(ray_dir, ignore_errors=True)
 
 
-def test_docs_cluster_steps_with_token_authentication_give_the_local_engines_features(head, tmp_path, monkeypatch):
+def test_docs_cluster_steps_with_token_authentication_give_the_local_engines_features(head, tmp_path):
     """The stage on the head with RAY_AUTH_MODE and RAY_ADDRESS set, as docs/scale.md says: the same bytes as
     the local engine, a start-up line that says Ray and its resources, no error-level line."""
     docs = (ROOT / "docs/scale.md").read_text()
@@ -117,12 +117,11 @@ def test_docs_cluster_steps_with_token_authentication_give_the_local_engines_fea
     assert list(failed["video"]) == ["B/broken.avi"] and "not a video" in failed["error"][0]
     on_ray = {p.name: p.read_bytes() for p in (tmp_path / "data/features/shards").iterdir()}
 
-    shutil.rmtree(tmp_path / "data")  # the local engine, in this process, from nothing
+    shutil.rmtree(tmp_path / "data")  # the local engine, from nothing
     write_video_list(tmp_path, [*videos, "B/broken.avi"])
     write_params(tmp_path, tmp_path / "videos", num_frames=2, resize=32, crop=32, batch_frames=4, engine="local",
                  max_failed_fraction=0.5)
-    monkeypatch.chdir(tmp_path)
-    load_stage().main("data/video_list.csv", "data/features", "metrics/features.json", "metrics/failed_videos.csv")
+    assert run_stage(tmp_path).returncode == 0
     assert {p.name: p.read_bytes() for p in (tmp_path / "data/features/shards").iterdir()} == on_ray
 
 
