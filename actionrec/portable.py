@@ -15,13 +15,14 @@ KERNELS = {
 
 def use_portable_kernels() -> None:
     """Set KERNELS for this process and those it starts (decode workers); refuse where torch already chose."""
-    os.environ.update(KERNELS)
     import torch
 
-    if not torch.cpu._is_avx2_supported():
-        print("warning: this CPU has no AVX2: its results differ from those of AVX2 CPUs (docs/reproducibility.md)",
-              file=sys.stderr)
-    elif torch.backends.cpu.get_cpu_capability() != "AVX2":
+    if not torch.cpu._is_avx2_supported():  # aarch64, or an x86-64 CPU from before AVX2: its own kernels
+        print("warning: this CPU has no AVX2: its results differ in the last bits from those of x86-64 CPUs with "
+              "AVX2, which all compute the committed ones (docs/reproducibility.md)", file=sys.stderr)
+        return
+    os.environ.update(KERNELS)
+    if torch.backends.cpu.get_cpu_capability() != "AVX2":
         raise RuntimeError("torch ran a kernel before use_portable_kernels(): call it first")
 
 
