@@ -18,7 +18,6 @@ from actionrec.params import load_params
 from actionrec.portable import KERNELS
 from actionrec.verify import extract_clips, reference_videos, relative_l2
 
-AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 CONFIGS = [  # (name, precision, threads, compile, environment)
     ("fp32, portable kernels, eager: the stage's (reference)", "fp32", 2, False, KERNELS),
     ("fp32, portable kernels, 1 thread", "fp32", 1, False, KERNELS),
@@ -28,7 +27,7 @@ CONFIGS = [  # (name, precision, threads, compile, environment)
     ("fp32, SSE4.1 kernels", "fp32", 2, False, {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}),
     ("bf16, native ISA", "bf16", 2, False, {}),  # native where the CPU has AVX512-BF16/AMX
     ("bf16, AVX-512 without BF16 (emulated)", "bf16", 2, False, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}),
-    ("bf16, AVX2 kernels (emulated)", "bf16", 2, False, AVX2),
+    ("bf16, AVX2 kernels (emulated)", "bf16", 2, False, KERNELS),  # the portable ones: torch and oneDNN at AVX2
     ("fp16, native ISA", "fp16", 2, False, {}),
     ("int8 (OpenVINO), native ISA (VNNI here)", "int8", 2, False, {}),
     ("int8, native ISA, 1 thread", "int8", 1, False, {}),
