@@ -117,12 +117,13 @@ def classify(predictor: Predictor, inputs: torch.Tensor, top_k: int) -> list[dic
 
 
 def save_frames(inputs: torch.Tensor, indices: list[int], folder: Path) -> list[str]:
-    """One PNG per model input frame, NN_frameIIIIII.png: its position in the clip, its index in the video."""
+    """One PNG per model input frame, NN_frameIIIIII.png: its position in the input, its index in the video."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    names = [str(folder / f"{position:02d}_frame{index:06d}.png") for position, index in enumerate(indices)]
-    for frame, name in zip(inputs, names):
+    width = max(2, len(str(len(indices) - 1)))  # names that sort: a video model's 16 clips of 16 are 256 frames
+    names = [str(folder / f"{position:0{width}d}_frame{index:06d}.png") for position, index in enumerate(indices)]
+    for frame, name in zip(inputs.reshape(-1, *inputs.shape[-3:]), names):
         Image.fromarray(frame.permute(1, 2, 0).contiguous().numpy()).save(name)
     return names
 
@@ -130,13 +131,11 @@ def save_frames(inputs: torch.Tensor, indices: list[int], folder: Path) -> list[
 def predict_clip(predictor: Predictor, video: str, top_k: int, start: float | None = None,
                  end: float | None = None, frames_out: Path | None = None) -> dict:
     """label, confidence, top_k, decoder, warning and saved frames of a video or a window; else VideoError."""
-    from actionrec.backbone import preprocessing, resize_crop
-    from actionrec.video import sample_clip
+    from actionrec.backbone import clip_inputs, preprocessing
 
-    clip = sample_clip(video, predictor.meta["num_frames"], predictor.decoder, start=start, end=end,
-                       device=str(predictor.device))
-    # uint8 [T, 3, crop, crop], exactly as the features stage makes them (embed normalises)
-    inputs = resize_crop(clip.frames, preprocessing(predictor.meta))
+    # uint8 frames or clips, exactly as the features stage makes them (embed normalises)
+    clip, inputs = clip_inputs(video, predictor.meta["num_frames"], preprocessing(predictor.meta), predictor.decoder,
+                               start, end, str(predictor.device))
     ranked = classify(predictor, inputs, top_k)
     result = {"label": ranked[0]["label"], "confidence": ranked[0]["confidence"], "top_k": ranked,
               "decoder": clip.decoder, "warning": clip.warning}

@@ -1,4 +1,4 @@
-"""Heads x seeds through DVC's experiment queue -> a markdown table of mean ± std.
+"""Backbones x heads x seeds through DVC's experiment queue -> a markdown table of mean ± std.
 
 It cannot hang: a dvc-task/kombu race can kill the queue worker (`Unrecoverable error: JSONDecodeError`):
 queued experiments get a worker again, a run "Running" with none is given up as lost, --timeout bounds the wait."""
@@ -19,13 +19,14 @@ from actionrec.params import HEADS
 from actionrec.report import HEADLINE, command, markdown, one_video_note, stale
 
 
-def queue_experiments(head: str, seeds: list[int], extra: list[str]) -> list[str]:
-    """One experiment per seed, named here (so nothing is read from dvc's output)."""
+def queue_experiments(backbone: str, head: str, seeds: list[int], extra: list[str]) -> list[str]:
+    """One experiment per seed, named here (so nothing is read from dvc's output); backbone "" keeps params.yaml's."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    names = [f"{head}-seed{seed}-{stamp}" for seed in seeds]
+    names = [f"{backbone}{'-' * bool(backbone)}{head}-seed{seed}-{stamp}" for seed in seeds]
     for name, seed in zip(names, seeds):
-        command("dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.head={head}",
-                "-S", f"train.seed={seed}", *(arg for s in extra for arg in ("-S", s)), timeout=600)
+        chosen = [f"features.backbone={backbone}"] * bool(backbone)
+        command("dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.head={head}", "-S", f"train.seed={seed}",
+                *(arg for s in [*chosen, *extra] for arg in ("-S", s)), timeout=600)
     return names
 
 
@@ -96,13 +97,18 @@ def mean_std(values: list[float]) -> str:
 
 
 def markdown_table(rows: list[dict], heads: list[str]) -> str:
-    body = []
-    for head in heads:
-        runs = sorted((r for r in rows if r.get("train.head") == head and r.get(next(iter(HEADLINE))) is not None),
-                      key=lambda r: r.get("train.seed") or 0)
-        body.append([head, f"{len(runs)} ({','.join(str(int(r['train.seed'])) for r in runs)})",
-                     *(mean_std([float(r[key]) for r in runs if r.get(key) is not None]) for key in HEADLINE)])
-    table = markdown(["head", "runs (seeds)", *HEADLINE.values()], body) + "\n"
+    """A row per head, per backbone and head where the runs used more than one backbone."""
+    body, backbones = [], sorted({r.get("features.backbone") for r in rows} - {None})
+    for backbone in backbones or [None]:
+        for head in heads:
+            runs = sorted((r for r in rows if r.get("train.head") == head and r.get(next(iter(HEADLINE))) is not None
+                           and r.get("features.backbone") == backbone), key=lambda r: r.get("train.seed") or 0)
+            body.append([backbone, head, f"{len(runs)} ({','.join(str(int(r['train.seed'])) for r in runs)})",
+                         *(mean_std([float(r[key]) for r in runs if r.get(key) is not None]) for key in HEADLINE)])
+    names = ["backbone", "head", "runs (seeds)", *HEADLINE.values()]
+    if len(backbones) < 2:  # one backbone: as before
+        names, body = names[1:], [row[1:] for row in body]
+    table = markdown(names, body) + "\n"
     videos = {r.get("test_videos") for r in rows} - {None}
     if len(videos) == 1:
         table += f"\nmean ± sample std over seeds; {one_video_note({'test_videos': int(videos.pop())})}\n"
@@ -112,6 +118,8 @@ def markdown_table(rows: list[dict], heads: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heads", default=",".join(HEADS))
+    parser.add_argument("--backbones", default="", help="comma-separated features.backbone values (default: "
+                        "params.yaml's); backbones side by side, each extracting its features once")
     parser.add_argument("--seeds", default="0,1,2", type=lambda text: [int(s) for s in text.split(",")],
                         help="comma-separated integers")
     parser.add_argument("--jobs", type=int, default=1, help="queue workers (dvc queue start -j)")
@@ -133,7 +141,8 @@ def main() -> None:
         if before:
             raise UserError(f"stage(s) {', '.join(before)} not up to date: run 'make repro' (or 'dvc repro') "
                             "first, or every experiment of the sweep redoes them")
-        names = [name for head in heads for name in queue_experiments(head, args.seeds, args.set)]
+        names = [name for backbone in args.backbones.split(",") for head in heads
+                 for name in queue_experiments(backbone, head, args.seeds, args.set)]
         print(f"queued {len(names)} experiments: {', '.join(names)}")
         command("dvc", "queue", "start", "-j", str(args.jobs), timeout=120)
         final = wait_for_queue(names, args.jobs, args.timeout)

@@ -134,9 +134,11 @@ def _holding(tracker, indices) -> Iterator[None]:
 
 
 def _decode(batch: dict, num_frames: int, prep: dict, decoder: str, tracker) -> dict:
-    """A CPU task: each path's uint8 [T, 3, crop, crop] frames (zeros when it fails), error, rotation, warning."""
+    """A CPU task: each path's uint8 backbone inputs (zeros when it fails), error, rotation, warning."""
+    from actionrec.backbone import item_shape
+
     with _holding(tracker, batch["index"]):
-        empty = np.zeros((num_frames, 3, prep["crop"], prep["crop"]), np.uint8)
+        empty = np.zeros((num_frames, *item_shape(prep)), np.uint8)
         clips = [ClipDataset([str(path)], num_frames, prep, decoder)[0] for path in batch["path"]]
     return {"index": batch["index"], "frames": np.stack([empty if f is None else f.numpy() for _, f, _, _ in clips]),
             "error": np.array([e for _, _, e, _ in clips], dtype=object),
@@ -191,7 +193,8 @@ def iter_features_ray(paths: list[str], cfg: dict) -> Iterator[tuple[int, np.nda
             data = data.map_batches(_decode, batch_size=None, num_cpus=1, memory=2**30, max_retries=0,
                                     fn_kwargs={"num_frames": cfg["num_frames"], "prep": prep,
                                                "decoder": cfg["decoder"], "tracker": tracker})
-            data = data.map_batches(_Embed, batch_size=max(1, cfg["batch_frames"] // cfg["num_frames"]),
+            videos = max(1, cfg["batch_frames"] // (cfg["num_frames"] * prep.get("clip_frames", 1)))
+            data = data.map_batches(_Embed, batch_size=videos,
                                     compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
                                     num_cpus=1, max_restarts=0,
                                     fn_constructor_args=(dict(cfg, device="cuda" if gpus else "cpu"),

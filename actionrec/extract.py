@@ -1,5 +1,6 @@
-"""Frame features for many videos: decode in DataLoader workers, batch frames across videos,
-run the backbone once per batch. Shared by the features stage and bench/extract.py."""
+"""Features for many videos: decode in DataLoader workers, batch input items (frames, or clips for a video
+backbone) across videos, run the backbone once per batch. Shared by the features stage, predict.py, verify and
+bench/extract.py."""
 from __future__ import annotations
 
 import time
@@ -10,11 +11,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from actionrec.backbone import embed, resize_crop
-from actionrec.video import VideoError, sample_clip
+from actionrec.backbone import batch_items, clip_inputs, embed
+from actionrec.video import VideoError
+
 
 class ClipDataset(Dataset):
-    """Item i: (i, uint8 [T, 3, crop, crop] frames or None, error or "", {"rotation", "decoder", "warning"})."""
+    """Item i: (i, uint8 [num_frames, *item_shape] inputs or None, error or "", {"rotation", "decoder", "warning"})."""
 
     def __init__(self, paths: list[str], num_frames: int, prep: dict, decoder: str = "auto",
                  device: str = "cpu"):
@@ -26,9 +28,8 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            clip = sample_clip(self.paths[i], self.num_frames, self.decoder, device=self.device)
-            info = {"rotation": clip.rotation, "decoder": clip.decoder, "warning": clip.warning}
-            return i, resize_crop(clip.frames, self.prep), "", info
+            clip, inputs = clip_inputs(self.paths[i], self.num_frames, self.prep, self.decoder, device=self.device)
+            return i, inputs, "", {"rotation": clip.rotation, "decoder": clip.decoder, "warning": clip.warning}
         except VideoError as error:  # an unreadable file; a bug in our code crashes the stage
             return i, None, str(error), {"rotation": 0, "decoder": "", "warning": ""}
 
@@ -48,8 +49,10 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
     decode_on = str(device) if device.type == "cuda" else "cpu"
     dataset = ClipDataset(paths, cfg["num_frames"], model.preprocessing, cfg.get("decoder", "auto"), decode_on)
     workers = cfg["num_workers"]
+    # items wait in shared memory: 8 videos a worker of 16 frames, as many frames of longer ones (a video model's)
+    prefetch = max(2, 8 * 16 // (cfg["num_frames"] * model.preprocessing.get("clip_frames", 1)))
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                        prefetch_factor=8 if workers else None, pin_memory=device.type == "cuda",
+                        prefetch_factor=prefetch if workers else None, pin_memory=device.type == "cuda",
                         worker_init_fn=_single_threaded_worker if workers else None,
                         multiprocessing_context="spawn" if workers and decode_on != "cpu" else None)
     yield from embed_stream(model, loader, cfg["batch_frames"], cfg["precision"])
@@ -57,9 +60,10 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
 
 def embed_stream(model: torch.nn.Module, clips, batch_frames: int, precision: str,
                  ) -> Iterator[tuple[int, np.ndarray | None, str, dict]]:
-    """iter_features for ClipDataset's items. The backbone always sees exactly batch_frames frames
-    (a fixed shape keeps a compiled model from recompiling): videos share batches, and only the
+    """iter_features for ClipDataset's items. The backbone always sees exactly batch_frames frames (so many clips
+    of a video model; a fixed shape keeps a compiled model from recompiling): videos share batches, and only the
     very last one is padded."""
+    batch_frames = batch_items(batch_frames, model.preprocessing)
     waiting: deque[tuple[int, int, dict]] = deque()  # (video index, frames, info) not yet handed out
     inputs: list[torch.Tensor] = []  # uint8 frames not yet through the backbone
     outputs: list[torch.Tensor] = []  # features not yet handed out

@@ -130,6 +130,7 @@ class Features(_Section):
     resize: _auto_or(_int(16), "auto or an integer >= 16")
     crop: _auto_or(_int(16), "auto or an integer >= 16")
     interpolation: Literal["auto", "bilinear", "bicubic", "nearest"]
+    clip_frames: _auto_or(_int(1, 512), "auto or an integer between 1 and 512")
     seed: _int()
 
 
@@ -303,5 +304,5 @@ def check_backbone_fits_data(data: dict, features: dict) -> None:
     else:
         return
     raise ParamsError(f"params.yaml: {real} but features.weights is none (a random backbone): set "
-                      f"features.weights: IMAGENET1K_V2 (or DEFAULT, or a file under {WEIGHTS_DIR}/), or "
+                      f"features.weights: DEFAULT (the backbone's torchvision weights, or a file under {WEIGHTS_DIR}/), or "
                       "data.allow_random_weights: true to do it on purpose")

@@ -15,18 +15,12 @@ import torch
 from actionrec.errors import UserError
 
 CALIBRATION = Path(__file__).parent / "calibration"
-CALIBRATION_FRAMES = 16  # per clip
+CALIBRATION_FRAMES = 16  # per file: frames for an image backbone
+CALIBRATION_CLIPS = 4  # per file: clips for a video backbone (a clip costs a video model what 16 frames cost resnet50)
 
 
 def calibration_files() -> list[Path]:
     return sorted(p for p in CALIBRATION.iterdir() if p.suffix in (".avi", ".mp4"))
-
-
-def calibration_clips() -> list[np.ndarray]:
-    """uint8 [CALIBRATION_FRAMES, H, W, 3] frames of each calibration clip, as decoded."""
-    from actionrec.video import sample_clip
-
-    return [sample_clip(path, CALIBRATION_FRAMES).frames for path in calibration_files()]
 
 
 def calibration_info() -> dict:
@@ -60,7 +54,7 @@ class Int8Backbone:
 
 
 def quantize(model: torch.nn.Module, frames: torch.Tensor, prep: dict) -> Int8Backbone:
-    """The fp32 backbone quantized on `frames` (normalised calibration frames), compiled for this CPU."""
+    """The fp32 backbone quantized on `frames` (normalised calibration inputs), compiled for this CPU."""
     import nncf
     import openvino as ov
 
@@ -69,7 +63,7 @@ def quantize(model: torch.nn.Module, frames: torch.Tensor, prep: dict) -> Int8Ba
         warnings.simplefilter("ignore")  # torch.jit.trace's deprecation, which convert_model uses
         converted = ov.convert_model(model, example_input=frames[:1])
     converted.reshape([-1, *frames.shape[1:]])
-    batches = [batch.numpy() for batch in frames.split(CALIBRATION_FRAMES)]
+    batches = [batch.numpy() for batch in frames.split(CALIBRATION_FRAMES if frames.dim() == 4 else 1)]
     with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
         quantized = nncf.quantize(converted, nncf.Dataset(batches), subset_size=len(batches))
     compiled = ov.Core().compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32",

@@ -39,12 +39,15 @@ class Clip(NamedTuple):
     warning: str                  # "" or e.g. "decoded 60 of 150 frames: damaged file?"
 
 
-def frame_indices(num_available: int, num_frames: int) -> list[int]:
-    """TSN-style segment centres; short clips repeat frames deterministically, in order."""
+def frame_indices(num_available: int, num_frames: int, clip_frames: int = 1, step: float = 1.0) -> list[int]:
+    """TSN-style segment centres; short clips repeat frames deterministically, in order. With clip_frames > 1, a
+    clip of that many frames `step` apart centred on each (moved inside the video; slowed down where longer)."""
     if num_available < 1:
         raise VideoError("the video has no frames")
-    return [min(int((i + 0.5) * num_available / num_frames), num_available - 1)
-            for i in range(num_frames)]
+    span = (clip_frames - 1) * min(step, (num_available - 1) / max(clip_frames - 1, 1))
+    starts = [min((i + 0.5) * num_available / num_frames - span / 2, num_available - 1 - span) for i in range(num_frames)]
+    step = span / max(clip_frames - 1, 1)
+    return [min(int(max(start, 0.0) + k * step), num_available - 1) for start in starts for k in range(clip_frames)]
 
 
 # ---------------------------------------------------------------- what the demuxer says
@@ -316,8 +319,8 @@ def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu")
         stream = container.streams[found.stream_index]
         codec = stream.codec_context
         codec.thread_count = 1  # one thread per video, as decord and torchcodec here: workers parallelise
-        position, frames = 0, _decoded(codec, container.demux(stream))
-        for target in sorted(set(wanted)):
+        position, frames, targets = 0, _decoded(codec, container.demux(stream)), set(wanted)
+        for target in sorted(targets):
             start = found.keyframes[int(np.searchsorted(found.keyframes, target, side="right")) - 1]
             if start > position:  # a seek skips the frames in between
                 packets, position = _seek(container, stream, codec, found, start)
@@ -326,7 +329,7 @@ def _decode_pyav(path: str, found: Scan, wanted: list[int], device: str = "cpu")
                 frame = next(frames, None)
                 if frame is None:
                     raise _DecoderFailed(f"PyAV decoded {position} frames, frame {target} is missing")
-                if position in wanted:
+                if position in targets:
                     picked[position] = _upright(frame, found)
                 position += 1
     return np.stack([picked[i] for i in wanted])
@@ -390,7 +393,7 @@ def _decode_torchcodec(path: str, found: Scan, wanted: list[int], device: str = 
 DECODE = {"pyav": _decode_pyav, "decord": _decode_decord, "torchcodec": _decode_torchcodec}
 
 
-def _decode_pyav_whole(path: str, found: Scan, num_frames: int, window: tuple[int, int],
+def _decode_pyav_whole(path: str, found: Scan, sampling: tuple, window: tuple[int, int],
                        ) -> tuple[np.ndarray, list[int], int]:
     """A damaged file: count the frames that really decode, then sample those (two passes)."""
     with _open(path) as container:
@@ -400,7 +403,7 @@ def _decode_pyav_whole(path: str, found: Scan, num_frames: int, window: tuple[in
     first, stop = window[0], min(window[1], count)
     if stop <= first:
         raise VideoError(f"only {count} frames decode: none in the requested window (damaged file?)")
-    wanted = [first + i for i in frame_indices(stop - first, num_frames)]
+    wanted = [first + i for i in frame_indices(stop - first, *sampling)]
     # with no keyframe but the first, the sparse decoder decodes from the start, seeking nowhere
     return _decode_pyav(path, found._replace(keyframes=[0]), wanted), wanted, count
 
@@ -424,10 +427,11 @@ def _damage_warning(decoded: int, expected: int | None, damage: str, slack: int 
     return "; ".join(said) + ": damaged file?" if said else ""
 
 
-def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
-                start: float | None = None, end: float | None = None, device: str = "cpu") -> Clip:
-    """Frames at the segment centres of the video or of [start, end) s, alike from any decoder: what the one asked
-    for cannot decode faithfully goes to PyAV; device "cuda..." decodes with NVDEC where it can."""
+def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto", start: float | None = None,
+                end: float | None = None, device: str = "cpu", clip_frames: int = 1, clip_fps: float | None = None) -> Clip:
+    """Frames at the segment centres of the video or of [start, end) s (clips of clip_frames at clip_fps there), alike
+    from any decoder: what the one asked for cannot decode faithfully goes to PyAV; device "cuda..." decodes with
+    NVDEC where it can."""
     import av
 
     # the decoders' own errors and the file system's (a file gone or unreadable); anything else is a bug: it crashes
@@ -435,7 +439,8 @@ def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
     path = str(path)
     found = scan(path)
     window = _window(found, start, end)
-    wanted = [window[0] + i for i in frame_indices(window[1] - window[0], num_frames)]
+    sampling = (num_frames, clip_frames, found.fps / clip_fps if found.fps and clip_fps else 1.0)
+    wanted = [window[0] + i for i in frame_indices(window[1] - window[0], *sampling)]
     gpu = decode_device(device, found.codec)
     errors = []
     for name in _decoder_order(decoder, found, gpu):
@@ -453,7 +458,7 @@ def sample_clip(path: str | os.PathLike, num_frames: int, decoder: str = "auto",
         warning = _damage_warning(found.frame_count, found.declared_frames, found.damage)
         return Clip(frames, wanted, found.rotation, found.frame_count, found.declared_frames, name, warning)
     try:  # sparse decoding ran out of frames: count what really decodes
-        frames, wanted, count = _decode_pyav_whole(path, found, num_frames, window)
+        frames, wanted, count = _decode_pyav_whole(path, found, sampling, window)
     except unreadable as error:
         raise VideoError("; ".join([*errors, f"PyAV: {_first_line(error)}"])) from None
     warning = (_damage_warning(count, found.declared_frames, "")

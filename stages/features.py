@@ -86,9 +86,11 @@ def extract_all(extract, paths: list[str], cfg: dict, store: Path,
                     extracted += 1
                     if not stored[position].exists():  # another file with the same bytes may have come first
                         save_entry(stored[position], feats.astype(np.float16), infos[position])
-                bar.set_postfix(frames_per_s=f"{speed.add(cfg['num_frames'] if error == '' else 0):.1f}")
+                bar.set_postfix(frames_per_s=f"{speed.add(cfg['frames_per_video'] if error == '' else 0):.1f}")
                 bar.update()
-        print(f"extracted {extracted} videos at {speed.add(0):.1f} frames/s")
+        clips = cfg["frames_per_video"] // cfg["num_frames"]  # frames a clip: 1 for an image backbone
+        per_clip = f" ({speed.add(0) / clips:.2f} clips of {clips} frames/s)" if clips > 1 else ""
+        print(f"extracted {extracted} videos at {speed.add(0):.1f} frames/s{per_clip}")
     print(f"reused {len(paths) - len(todo)} videos from {store}")
     return errors, infos, stored, extracted
 
@@ -96,6 +98,7 @@ def extract_all(extract, paths: list[str], cfg: dict, store: Path,
 def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
     params = load_params("data", "features", "runtime")
     cfg, device = resolve_runtime(params["features"], features_runtime(params["features"], params["runtime"]))
+    cfg["frames_per_video"] = cfg["num_frames"] * preprocessing(cfg).get("clip_frames", 1)
     root, out = Path(params["data"]["root"]), Path(out)
     if not Path(video_list).is_file():
         raise UserError(f"{video_list} not found: run 'dvc repro' (the subset stage writes it)")
@@ -156,7 +159,7 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     summary = {"videos": int(ok.sum()), "failed_videos": len(failed), "warned_videos": len(warned),
-               "frames": int(ok.sum()) * cfg["num_frames"],
+               "frames": int(ok.sum()) * cfg["frames_per_video"],
                "extracted_videos": extracted, "reused_videos": int(ok.sum()) - extracted,
                "feature_dim": info["feature_dim"]}
     # numbers only: the settings are in info.json (as metrics they made `dvc exp show` columns beside the params')

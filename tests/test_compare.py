@@ -58,7 +58,7 @@ def test_compare_restarts_a_lost_queue_worker(repo, monkeypatch):
     deadline = time.monotonic() + 120
     while compare.workers() and time.monotonic() < deadline:  # an earlier sweep's worker exits once idle
         time.sleep(2)
-    names = compare.queue_experiments("mean", [1], [])  # a run the test above made: restored, not trained
+    names = compare.queue_experiments("", "mean", [1], [])  # a run the test above made: restored, not trained
     assert compare.experiments()[names[0]]["State"] == "Queued" and compare.workers() == 0
     messages = []
     final = compare.wait_for_queue(names, jobs=1, timeout=600, poll=2, log=messages.append)

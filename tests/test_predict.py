@@ -397,10 +397,10 @@ def test_a_window_that_cannot_be_decoded_is_an_error_in_its_place(tmp_path, mode
 
     real_sample_clip = actionrec.video.sample_clip
 
-    def failing_late(path, num_frames, decoder="auto", start=None, end=None, device="cpu"):
+    def failing_late(path, num_frames, decoder="auto", start=None, end=None, *device_and_clip):
         if start >= 2:
             raise actionrec.video.VideoError("PyAV: Invalid data found when processing input")
-        return real_sample_clip(path, num_frames, decoder, start=start, end=end, device=device)
+        return real_sample_clip(path, num_frames, decoder, start, end, *device_and_clip)
 
     monkeypatch.setattr(actionrec.video, "sample_clip", failing_late)
     video = grey_video(tmp_path / "long.avi", seconds=4)
@@ -409,6 +409,7 @@ def test_a_window_that_cannot_be_decoded_is_an_error_in_its_place(tmp_path, mode
     assert code == 0 and [("label" in w, "error" in w) for w in timeline] == [(True, False)] * 2 + [(False, True)] * 2
     code, out, _ = cli(video, "--model", model_file, "--window", "1")
     assert code == 0 and out.splitlines()[3].endswith("error: PyAV: Invalid data found when processing input")
-    monkeypatch.setattr(actionrec.video, "sample_clip", lambda *a, **k: failing_late(*a, **{**k, "start": 2}))
+    monkeypatch.setattr(actionrec.video, "sample_clip", lambda path, frames, decoder, start, *rest:
+                        failing_late(path, frames, decoder, 2, *rest))
     code, out, err = cli(video, "--model", model_file, "--window", "1")
     assert code == 2 and out == "" and err.startswith("error: cannot read") and len(err.splitlines()) == 1
