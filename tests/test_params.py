@@ -49,7 +49,7 @@ def test_numbers_written_by_dvc_exp_are_read_as_numbers(tmp_path):
     ("subset", "num_classes", 0, "subset.num_classes must be"),
     ("split", "train", 0.9, "must sum to 1"),
     ("split", "method", "shuffle", "split.method must be one of group, official, random"),
-    ("features", "backbone", "resnet9000", "features.backbone must be a torchvision image classification model"),
+    ("features", "backbone", "resnet9000", "features.backbone must be a torchvision image or video classification model"),
     ("features", "weights", "IMAGENET9K", "features.weights 'IMAGENET9K' is not a weights name of resnet50: "
                                           "use none, IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT or a file under weights/"),
     ("features", "weights", "elsewhere/r50.pth", "features.weights file elsewhere/r50.pth not found"),
@@ -96,7 +96,7 @@ def test_random_weights_on_real_data_are_refused_unless_asked_for(tmp_path):
     params["data"]["source"] = "ucf101"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    with pytest.raises(ParamsError, match="set features.weights: IMAGENET1K_V2 .* or data.allow_random_weights: true"):
+    with pytest.raises(ParamsError, match="set features.weights: DEFAULT .* or data.allow_random_weights: true"):
         load_params("data", "features", path=path)
     params["data"]["allow_random_weights"] = True
     path.write_text(yaml.safe_dump(params))
