@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psutil
 import pytest
@@ -241,3 +242,29 @@ def test_a_local_ray_listens_on_127_0_0_1_only_and_ctrl_c_ends_it_with_its_worke
     assert err.strip().splitlines()[-1] == "features: stopped by SIGINT; the videos done so far are stored"
     time.sleep(1)
     assert not [p for p in ray_processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_ray_decode_and_embed_give_the_local_engines_features_for_a_video_backbone(tmp_path, monkeypatch):
+    """engine._decode and _Embed as Ray calls them, without Ray (its tracker bookkeeping off): a video backbone's
+    uint8 clips [videos, S, L, 3, crop, crop], zeros for a file that does not decode, and the local engine's features."""
+    from actionrec import engine
+    from actionrec.backbone import preprocessing
+    from actionrec.extract import iter_features
+
+    monkeypatch.setattr(engine, "_holding", lambda tracker, indices: contextlib.nullcontext())
+    videos = [str(tmp_path / "videos" / video) for video in distinct_videos(tmp_path / "videos", 3, step=5)]
+    (tmp_path / "broken.avi").write_text("not a video\n" * 100)
+    videos.append(str(tmp_path / "broken.avi"))
+    cfg = {"backbone": "r3d_18", "weights": "none", "seed": 0, "resize": 40, "crop": 32, "interpolation": "auto",
+           "clip_frames": 4, "num_frames": 2, "precision": "fp32", "device": "cpu", "batch_frames": 8,
+           "decoder": "auto", "num_workers": 0}
+    batch = engine._decode({"index": np.arange(4), "path": np.array(videos)}, 2, preprocessing(cfg), "auto", None)
+    assert batch["frames"].shape == (4, 2, 4, 3, 32, 32) and batch["frames"].dtype == np.uint8
+    assert batch["frames"][:3].any(axis=(1, 2, 3, 4, 5)).all() and not batch["frames"][3].any()
+    assert "not a video" in batch["error"][3] and not any(batch["error"][:3])
+    actor = engine._Embed(cfg, 0, None)
+    on_ray = actor(batch)["feats"]
+    local = {index: feats for index, feats, *_ in iter_features(actor.model, videos, cfg)}  # the same backbone
+    assert on_ray.shape == (4, 2, 512) and local[3] is None
+    np.testing.assert_array_equal(on_ray[:3], np.stack([local[i] for i in range(3)]))
+    assert not on_ray[3].any()
