@@ -269,6 +269,9 @@ def prepare_for_inference(model: torch.nn.Module, precision: str, compile: bool 
         torch.backends.cuda.matmul.fp32_precision = "ieee"
     if device.type == "cpu" and precision != "fp32":
         model = model.to(DTYPES[precision])
+        for pool in (m for m in model.modules() if isinstance(m, torch.nn.AvgPool3d)):  # s3d's: no bf16/fp16 CPU kernel
+            pool.register_forward_pre_hook(lambda _, args: (args[0].float(),))
+            pool.register_forward_hook(lambda _, args, out: out.to(DTYPES[precision]))
     # embed() reads these; a compiled model reads them from the model it wraps
     model.feature_dim, model.inference_device, model.preprocessing = dim, device, prep or DEFAULT_PREPROCESSING
     if not compile:

@@ -11,7 +11,7 @@ import torch
 import torchvision
 import yaml
 
-from actionrec.backbone import (DEFAULT_PREPROCESSING, build_backbone, check_backbone, degradation, embed, normalize, prepare_for_inference, preprocessing, resize_crop, weights_file)
+from actionrec.backbone import (DEFAULT_PREPROCESSING, _classifier_to_identity, build_backbone, check_backbone, degradation, embed, normalize, prepare_for_inference, preprocessing, resize_crop, weights_file)
 from actionrec.errors import ParamsError, UserError
 from actionrec.video import sample_clip
 from tests.conftest import ROOT, committed_params, stage_argv, tiny_video
@@ -77,6 +77,22 @@ def test_bf16_and_compiled_features_agree_with_fp32_on_real_clips(real_clips):
         assert features.shape == (12, 2048), (precision, compiled)
         assert error.max() < min(0.02, cross_clip / 4), (precision, compiled, error.max(), cross_clip)
 
+
+
+def test_s3d_runs_in_bf16_on_the_cpu():
+    """s3d's AvgPool3d has no bf16 CPU kernel in torch ("avg_pool3d_out_frame" not implemented for 'BFloat16', the
+    stage's crash with precision auto on a CPU with native bf16): it pools in float32. Its smallest clip, 13 frames
+    of 209 px; torchvision's random weights (build_backbone's normalisation would cost seconds): bf16 0.005 from fp32."""
+    torch.manual_seed(0)
+    model = torchvision.models.get_model("s3d").eval().requires_grad_(False)
+    model.feature_dim = _classifier_to_identity(model)
+    prep = {**DEFAULT_PREPROCESSING, "resize": 209, "crop": 209, "clip_frames": 13, "antialias": False}
+    clip = resize_crop(sample_clip(ROOT / "tests/data/v_ApplyEyeMakeup_g01_c01.avi", 1, clip_frames=13).frames, prep)
+    with torch.inference_mode():
+        reference = model(normalize(clip, prep))  # unfused, fp32, eager
+    features = embed(prepare_for_inference(model, "bf16", False, prep=prep), clip, "bf16")
+    assert features.shape == (1, 1024) and features.dtype == torch.float32
+    assert 0 < (features - reference).norm() / reference.norm() < 0.02
 
 def suggested_backbones() -> list[str]:
     """The backbones params.yaml's comment on features.backbone names ("resnet18/50, efficientnet_b0, ...")."""
