@@ -128,3 +128,28 @@ def test_the_queue_wait_reads_again_when_a_run_ends_as_dvc_shows_it(monkeypatch)
     monkeypatch.setattr(compare, "workers", lambda: 1)
     assert compare.wait_for_queue(["mean-seed1"], jobs=1, timeout=30, poll=0, log=lambda _: None) == {
         "mean-seed1": "Success"}
+
+
+def test_verify_writes_and_checks_a_video_backbones_reference_clips(tmp_path, monkeypatch):
+    """--write-reference, then make verify's features check, with a video backbone (r3d_18, clips of 4 frames at
+    32 px): the reference holds [clips, S, D], re-extracts identically; other clip_frames: other params."""
+    from tests.conftest import SAMPLE_VIDEOS, committed_params
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "videos").mkdir()
+    for name in ("v_ApplyEyeMakeup_g01_c01.avi", "short_32_frames.mp4"):
+        (tmp_path / "videos" / name).write_bytes((SAMPLE_VIDEOS / name).read_bytes())
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/video_list.csv").write_text("video\nv_ApplyEyeMakeup_g01_c01.avi\nshort_32_frames.mp4\n")
+    features = {"num_frames": 2, "backbone": "r3d_18", "weights": "none", "precision": "fp32", "resize": 40,
+                "crop": 32, "interpolation": "auto", "clip_frames": 4, "seed": 0}
+    params = {"data": {"root": "videos"}, "features": features,
+              "runtime": dict(committed_params()["runtime"], compile=False, threads=0)}
+    saved = np.load(verify.write_reference(params))
+    assert saved["features"].shape == (2, 2, 512) and saved["features"].any(axis=-1).all()
+    assert json.loads(str(saved["meta"]))["params"]["clip_frames"] == 4
+    state, text = verify.check_features(params, (tmp_path / verify.REFERENCE).read_bytes())
+    assert state == "identical" and "features of 2 reference clips (fp32 here" in text, text
+    state, text = verify.check_features({**params, "features": dict(features, clip_frames=8)},
+                                        (tmp_path / verify.REFERENCE).read_bytes())
+    assert state == "differs" and "other features params" in text, text
