@@ -1,8 +1,10 @@
 """Decoder benchmark: frames/s of sample_clip (16 frames a video) per decoder, beside the old two-pass PyAV reader.
 
-    python bench/decode.py [--clips 15] [--minutes 10] [--repeat 3]
+    python bench/decode.py [--clips 15] [--minutes 10] [--repeat 3] [--num-frames 16] [--clip-frames 1]
 
-Prints a markdown table; the generated videos are kept in data/bench/ (git-ignored) for later runs."""
+Prints a markdown table; the generated videos are kept in data/bench/ (git-ignored) for later runs. --clip-frames L
+samples a video backbone's S clips of L frames at 15 fps (S x L frames a video; the old reader reads S x L frames
+at its own indices) and says how many frames PyAV decoded a video against its length: seeking, not reading it all."""
 import argparse
 import datetime
 import itertools
@@ -14,9 +16,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from actionrec import video
 from actionrec.synthetic import write_avi
 from actionrec.verify import cpu_name
-from actionrec.video import AUTO_ORDER, frame_indices, load_error, sample_clip
+from actionrec.video import AUTO_ORDER, frame_indices, load_error, sample_clip, scan
 
 OUT = Path("data/bench")
 SAMPLE_CLIP = Path("tests/data/v_ApplyEyeMakeup_g01_c01.avi")  # a real UCF-101 clip
@@ -56,17 +59,35 @@ def old_two_pass_pyav(path: str, num_frames: int) -> np.ndarray:
     return np.stack([picked[i] for i in wanted])
 
 
-def timed_run(paths: list[Path], decoder: str) -> tuple[float, Counter]:
+def timed_run(paths: list[Path], decoder: str, num_frames: int, clip_frames: int) -> tuple[float, Counter]:
     """(seconds for one pass over paths, which decoder produced each video's frames)"""
     used = Counter()
     start = time.perf_counter()
     for path in paths:
         if decoder == OLD:
-            old_two_pass_pyav(str(path), 16)
+            old_two_pass_pyav(str(path), num_frames * clip_frames)
             used["pyav"] += 1
         else:
-            used[sample_clip(path, 16, decoder).decoder] += 1
+            used[sample_clip(path, num_frames, decoder, clip_frames=clip_frames, clip_fps=15.0).decoder] += 1
     return time.perf_counter() - start, used
+
+
+def pyav_decoded(paths: list[Path], num_frames: int, clip_frames: int) -> tuple[float, float]:
+    """(frames PyAV decodes a video for sample_clip, the videos' mean length): sparse decoding seeks past the rest."""
+    decoded, counted = [], video._decoded
+
+    def counting(codec, packets):
+        for frame in counted(codec, packets):
+            decoded.append(1)
+            yield frame
+
+    video._decoded = counting
+    try:
+        for path in paths:
+            sample_clip(path, num_frames, "pyav", clip_frames=clip_frames, clip_fps=15.0)
+    finally:
+        video._decoded = counted
+    return len(decoded) / len(paths), sum(scan(path).frame_count for path in paths) / len(paths)
 
 
 def main() -> None:
@@ -74,7 +95,10 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=15, help="generated short clips")
     parser.add_argument("--minutes", type=int, default=10, help="length of the long video")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept")
+    parser.add_argument("--num-frames", type=int, default=16, help="S: frames (or clips) a video")
+    parser.add_argument("--clip-frames", type=int, default=1, help="L: frames a clip (a video backbone's); 1: frames")
     args = parser.parse_args()
+    frames = args.num_frames * args.clip_frames
     # UCF-101-like clips of 160 frames (6.4 s); a long video with a keyframe every 250 frames, as
     # common encoders default to
     short = [generated(f"clip_{seed:02d}.avi", 160, seed) for seed in range(args.clips)]
@@ -92,10 +116,11 @@ def main() -> None:
     for _ in range(args.repeat):  # rounds over all decoders, so a busy spell hits them alike
         for decoder in rows:
             for title, paths in sets.items():
-                seconds, used[decoder, title] = timed_run(paths, decoder)
+                seconds, used[decoder, title] = timed_run(paths, decoder, args.num_frames, args.clip_frames)
                 best[decoder, title] = min(best.get((decoder, title), seconds), seconds)
     print(f"{datetime.date.today()}, {cpu_name()}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f}; 16 frames per video, best of {args.repeat} rounds")
+          f"{os.getloadavg()[0]:.1f}; {args.num_frames} x {args.clip_frames} frames per video, best of {args.repeat} "
+          "rounds")
     print("| decoder | " + " | ".join(f"{title} ({len(paths)} video{'s' * (len(paths) > 1)}), frames/s"
                                      for title, paths in sets.items()) + " |")
     print("|---" * (len(sets) + 1) + "|")
@@ -104,8 +129,12 @@ def main() -> None:
         for title, paths in sets.items():
             counts = used[decoder, title]
             note = ", ".join(f"{n} by {d}" for d, n in counts.items()) if set(counts) - {decoder} else ""
-            cells.append(f"{16 * len(paths) / best[decoder, title]:.1f}" + (f" ({note})" if note else ""))
+            cells.append(f"{frames * len(paths) / best[decoder, title]:.1f}" + (f" ({note})" if note else ""))
         print(f"| {decoder} | " + " | ".join(cells) + " |")
+    for title, paths in sets.items():
+        decoded, length = pyav_decoded(paths, args.num_frames, args.clip_frames)
+        print(f"{title}: PyAV decoded {decoded:.0f} frames a video of {length:.0f} ({decoded / length:.0%}) "
+              f"for {frames} sampled")
 
 
 if __name__ == "__main__":

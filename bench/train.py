@@ -9,11 +9,10 @@ import time
 
 import numpy as np
 import torch
-import yaml
 
 from actionrec.model import build_model, prepare, uses_centering
 from actionrec.errors import UserError, run_stage
-from actionrec.params import HEADS, check_section, load_params
+from actionrec.params import HEADS, apply_overrides, check_section, load_params
 from actionrec.training import fit
 
 
@@ -31,11 +30,7 @@ def main() -> None:
     parser.add_argument("-S", "--set", action="append", default=[],
                         metavar="train.KEY=VALUE or runtime.train_threads=N")
     args = parser.parse_args()
-    params = load_params("train", "runtime")
-    for item in args.set:  # train.KEY or runtime.KEY, as dvc exp run -S
-        key, _, value = item.partition("=")
-        section, _, name = key.rpartition(".")
-        params[section or "train"][name] = yaml.safe_load(value)
+    params = apply_overrides(load_params("train", "runtime"), args.set, "train")
     base, threads = params["train"], int(params["runtime"]["train_threads"])
     heads = (args.heads or base["head"]).split(",")
     if threads:
