@@ -4,6 +4,7 @@ DVC pipeline shares. Those tests carry the marker `pipeline`: `make test-fast` l
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 import pickle
@@ -94,6 +95,27 @@ def real_clips(tmp_path: Path) -> dict[str, Path]:
         out[name] = tmp_path / name
         shutil.copy(SAMPLE_VIDEOS / name, out[name])
     return out
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """cli(*args) runs predict.py's main() here (a subprocess adds nothing) and gives (exit code, stdout, stderr)."""
+    spec = importlib.util.spec_from_file_location("predict_cli", ROOT / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def run(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["predict.py", *map(str, args)])
+        try:
+            module.main()
+            code = 0
+        except SystemExit as exit:
+            code = exit.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    run.module = module
+    return run
 
 
 def encode_video(path: Path, frames, fps: int = 25, codec: str = "mpeg4", pix_fmt: str = "yuv420p",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
 import shutil
@@ -124,32 +123,6 @@ def test_a_replaced_weights_file_is_refused(tmp_path, model_file, cli):
 
 
 # ---- predict.py for real use (issue 16): run in-process, where a subprocess adds nothing ----
-
-def load_cli():
-    spec = importlib.util.spec_from_file_location("predict_cli", ROOT / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """cli(*args) runs predict.py's main() here and gives (exit code, stdout, stderr)."""
-    module = load_cli()
-
-    def run(*args) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["predict.py", *map(str, args)])
-        try:
-            module.main()
-            code = 0
-        except SystemExit as exit:
-            code = exit.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    run.module = module
-    return run
-
 
 def write_model(path: Path, **changes) -> Path:
     """A model file as stages/train.py writes it, with a tiny head and small frames."""
