@@ -235,23 +235,25 @@ def test_named_weights_offline_say_where_to_put_the_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.pipeline
-def test_named_weights_offline_are_one_line_from_the_features_stage_and_predict(tmp_path):
+@pytest.mark.parametrize("backbone,weights,file,dim", [("resnet18", "IMAGENET1K_V1", "resnet18-f37072fd.pth", 512),
+                                                       ("s3d", "KINETICS400_V1", "s3d-d76dad2f.pth", 1024)])
+def test_named_weights_offline_are_one_line_from_the_features_stage_and_predict(tmp_path, backbone, weights, file, dim):
     env = {**os.environ, **OFFLINE, "TORCH_HOME": str(tmp_path / "torch"), "PYTHONPATH": str(ROOT)}
     tiny_video(tmp_path / "videos/A/v_A_g01_c01.avi", frames=4)
     (tmp_path / "data").mkdir()
     (tmp_path / "data/video_list.csv").write_text("video\nA/v_A_g01_c01.avi\n")
     params = committed_params()
     params["data"]["root"] = "videos"
-    params["features"].update(backbone="resnet18", weights="IMAGENET1K_V1")
+    params["features"].update(backbone=backbone, weights=weights)
     params["runtime"]["compile"] = False
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     stage = subprocess.run(stage_argv("features"), cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
-    meta = {"class_names": ["A", "B"], "feature_dim": 512, "hidden_size": 4, "num_layers": 1, "dropout": 0.0,
-            "bidirectional": False, "temporal_centering": False, "num_frames": 2, "backbone": "resnet18",
-            "weights": "IMAGENET1K_V1", "weights_sha256": None, "precision": "fp32", "resize": "auto",
+    meta = {"class_names": ["A", "B"], "feature_dim": dim, "hidden_size": 4, "num_layers": 1, "dropout": 0.0,
+            "bidirectional": False, "temporal_centering": False, "num_frames": 2, "backbone": backbone,
+            "weights": weights, "weights_sha256": None, "precision": "fp32", "resize": "auto",
             "crop": "auto", "interpolation": "auto", "seed": 0, "decoder": "auto",
-            "feature_mean": torch.zeros(512), "feature_std": torch.ones(512)}
+            "feature_mean": torch.zeros(dim), "feature_std": torch.ones(dim)}
     from actionrec.model import build_model
 
     torch.save({"state_dict": build_model(meta).state_dict(), "meta": meta}, tmp_path / "model.pt")
@@ -260,7 +262,7 @@ def test_named_weights_offline_are_one_line_from_the_features_stage_and_predict(
     for result in (stage, predict):
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         line = result.stderr.strip().splitlines()[-1]
-        assert line.startswith("error: cannot download the resnet18 IMAGENET1K_V1 weights")
-        assert f"resnet18-f37072fd.pth into {tmp_path}/torch/hub/checkpoints/" in line
+        assert line.startswith(f"error: cannot download the {backbone} {weights} weights")
+        assert f"{file} into {tmp_path}/torch/hub/checkpoints/" in line
     assert not (tmp_path / "data/features").exists()
     assert not list((tmp_path / "torch").rglob("*.pth"))  # nothing was downloaded

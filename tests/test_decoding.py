@@ -103,8 +103,10 @@ def test_sparse_pyav_gives_the_indices_and_pixels_of_a_full_decode(tmp_path, rea
     assert clip.indices == wanted and clip.decoder == "pyav" and clip.warning == ""
 
 
-def test_a_long_video_is_not_decoded_whole(tmp_path, monkeypatch):
-    """16 frames of 1500 with a keyframe every 25: at most a group of frames per sample."""
+@pytest.mark.parametrize("segments,clip_frames", [(16, 1), (4, 16)])
+def test_a_long_video_is_not_decoded_whole(tmp_path, monkeypatch, segments, clip_frames):
+    """16 frames of 1500 with a keyframe every 25: at most a group of frames per sample; 4 clips of 16 frames
+    at 15 frames/s (a video backbone's): at most a group of frames and the clip's span per clip."""
     path = long_clip(tmp_path / "long.mp4")
     decoded = []
     real = video._decoded
@@ -115,9 +117,11 @@ def test_a_long_video_is_not_decoded_whole(tmp_path, monkeypatch):
             yield frame
 
     monkeypatch.setattr(video, "_decoded", counting)
-    clip = sample_clip(path, 16, "pyav")
+    clip = sample_clip(path, segments, "pyav", clip_frames=clip_frames, clip_fps=15)
     assert clip.frame_count == 1500 and clip.decoder == "pyav"
-    assert len(decoded) <= 16 * 25, f"decoded {len(decoded)} frames for 16"
+    assert clip.indices == frame_indices(1500, segments, clip_frames, 25 / 15)
+    span = clip.indices[clip_frames - 1] - clip.indices[0]  # 25 frames for 16 at 15 of 25 frames/s
+    assert len(decoded) <= segments * (25 + span), f"decoded {len(decoded)} frames for {len(clip.indices)}"
 
 
 def test_open_gop_keyframes_are_not_seek_points():
