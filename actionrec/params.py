@@ -290,7 +290,6 @@ def load_params(*sections: str, path: str | Path = "params.yaml") -> dict[str, d
     return {section: params[section] for section in sections}
 
 
-
 def apply_overrides(params: dict, items: list[str], section: str) -> dict:
     """A benchmark's `-S KEY=VALUE` overrides, as dvc exp run -S: SECTION.KEY, or KEY of `section`."""
     for item in items:
@@ -298,6 +297,7 @@ def apply_overrides(params: dict, items: list[str], section: str) -> dict:
         where, _, name = key.rpartition(".")
         params[where or section][name] = yaml.safe_load(value)
     return params
+
 
 def check_backbone_fits_data(data: dict, features: dict) -> None:
     """Random weights suit only the demo: on real videos a model on their features learns nothing, silently."""
