@@ -115,7 +115,8 @@ def main() -> None:
         ratios = [f"{speed[precision][i] / speed['fp32'][i]:.2f} x fp32 {what}" for i, what in
                   enumerate(("backbone", "code path")) if "fp32" in speed]
         ratios += [f"{speed[precision][1] / bound:.2f} x the fp32 bound"] if bound else []
-        print(f"{precision}: {', '.join(ratios)}")
+        if ratios:
+            print(f"{precision}: {', '.join(ratios)}")
     if args.whole:
         seconds = process_seconds("dvc", "repro", "-f", "-s", "features")
         stage = cfg["num_frames"] * clip * len(rows) / seconds
