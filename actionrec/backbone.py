@@ -79,6 +79,11 @@ def item_shape(prep: dict) -> tuple[int, ...]:
     return (*([prep["clip_frames"]] if "clip_frames" in prep else []), 3, prep["crop"], prep["crop"])
 
 
+def video_frames(num_frames: int, prep: dict) -> int:
+    """Frames decoded and run a video: num_frames frames, or num_frames clips of clip_frames (a video model)."""
+    return num_frames * prep.get("clip_frames", 1)
+
+
 def batch_items(batch_frames: int, prep: dict) -> int:
     """runtime.batch_frames counts frames a backbone pass: so many clips of a video model."""
     return max(1, batch_frames // prep.get("clip_frames", 1))

@@ -170,7 +170,7 @@ class _Embed:
 
 def iter_features_ray(paths: list[str], cfg: dict) -> Iterator[tuple[int, np.ndarray | None, str, dict]]:
     """As actionrec.extract.iter_features, on Ray; cfg: the resolved params (its device type for the actors)."""
-    from actionrec.backbone import preprocessing
+    from actionrec.backbone import preprocessing, video_frames
 
     resources = start()  # before Ray is imported: start() sets the environment it reads
     import ray
@@ -193,7 +193,7 @@ def iter_features_ray(paths: list[str], cfg: dict) -> Iterator[tuple[int, np.nda
             data = data.map_batches(_decode, batch_size=None, num_cpus=1, memory=2**30, max_retries=0,
                                     fn_kwargs={"num_frames": cfg["num_frames"], "prep": prep,
                                                "decoder": cfg["decoder"], "tracker": tracker})
-            videos = max(1, cfg["batch_frames"] // (cfg["num_frames"] * prep.get("clip_frames", 1)))
+            videos = max(1, cfg["batch_frames"] // video_frames(cfg["num_frames"], prep))
             data = data.map_batches(_Embed, batch_size=videos,
                                     compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
                                     num_cpus=1, max_restarts=0,

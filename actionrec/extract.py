@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from actionrec.backbone import batch_items, clip_inputs, embed
+from actionrec.backbone import batch_items, clip_inputs, embed, video_frames
 from actionrec.video import VideoError
 
 
@@ -50,7 +50,7 @@ def iter_features(model: torch.nn.Module, paths: list[str], cfg: dict,
     dataset = ClipDataset(paths, cfg["num_frames"], model.preprocessing, cfg.get("decoder", "auto"), decode_on)
     workers = cfg["num_workers"]
     # items wait in shared memory: 8 videos a worker of 16 frames, as many frames of longer ones (a video model's)
-    prefetch = max(2, 8 * 16 // (cfg["num_frames"] * model.preprocessing.get("clip_frames", 1)))
+    prefetch = max(2, 8 * 16 // video_frames(cfg["num_frames"], model.preprocessing))
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=prefetch if workers else None, pin_memory=device.type == "cuda",
                         worker_init_fn=_single_threaded_worker if workers else None,

@@ -170,13 +170,13 @@ def reference_videos() -> list[str]:
 def extract_clips(videos: list[str], features_cfg: dict, runtime_cfg: dict, compiled: bool = False,
                   ) -> tuple[np.ndarray, str]:
     """(float32 [K, T, D] features through the features stage's own code path, the precision used)."""
-    from actionrec.backbone import inference_backbone, preprocessing
+    from actionrec.backbone import inference_backbone, preprocessing, video_frames
     from actionrec.extract import iter_features
     from actionrec.runtime import resolve_runtime
 
-    video_frames = features_cfg["num_frames"] * preprocessing(features_cfg).get("clip_frames", 1)
+    frames = video_frames(features_cfg["num_frames"], preprocessing(features_cfg))  # a video a backbone pass
     cfg, device = resolve_runtime(features_cfg, {**runtime_cfg, "compile": compiled, "num_workers": 0,
-                                                 "batch_frames": video_frames})
+                                                 "batch_frames": frames})
     model = inference_backbone(cfg, device, cfg["batch_frames"])
     out = [None] * len(videos)
     for index, feats, error, *_ in iter_features(model, videos, cfg):

@@ -13,7 +13,8 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from actionrec.backbone import build_backbone, degradation, inference_backbone, preprocessing, weights_file
+from actionrec.backbone import (build_backbone, degradation, inference_backbone, preprocessing, video_frames,
+                                weights_file)
 from actionrec.dataset import write_features
 from actionrec.extract import Throughput, iter_features
 from actionrec.errors import UserError, run_stage
@@ -67,7 +68,7 @@ def extract_all(extract, paths: list[str], cfg: dict, store: Path,
     extracted, arrived = 0, set()
     if todo:
         results = extract([paths[i] for i in todo])  # the local engine builds its model here, before the bar
-        speed = Throughput()
+        speed, frames = Throughput(), video_frames(cfg["num_frames"], preprocessing(cfg))
         with tqdm(total=len(todo), desc="features", unit="video") as bar:
             for local_index, feats, error, info in results:
                 position = todo[local_index]
@@ -86,9 +87,9 @@ def extract_all(extract, paths: list[str], cfg: dict, store: Path,
                     extracted += 1
                     if not stored[position].exists():  # another file with the same bytes may have come first
                         save_entry(stored[position], feats.astype(np.float16), infos[position])
-                bar.set_postfix(frames_per_s=f"{speed.add(cfg['frames_per_video'] if error == '' else 0):.1f}")
+                bar.set_postfix(frames_per_s=f"{speed.add(frames if error == '' else 0):.1f}")
                 bar.update()
-        clips = cfg["frames_per_video"] // cfg["num_frames"]  # frames a clip: 1 for an image backbone
+        clips = frames // cfg["num_frames"]  # frames a clip: 1 for an image backbone
         per_clip = f" ({speed.add(0) / clips:.2f} clips of {clips} frames/s)" if clips > 1 else ""
         print(f"extracted {extracted} videos at {speed.add(0):.1f} frames/s{per_clip}")
     print(f"reused {len(paths) - len(todo)} videos from {store}")
@@ -98,7 +99,6 @@ def extract_all(extract, paths: list[str], cfg: dict, store: Path,
 def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
     params = load_params("data", "features", "runtime")
     cfg, device = resolve_runtime(params["features"], features_runtime(params["features"], params["runtime"]))
-    cfg["frames_per_video"] = cfg["num_frames"] * preprocessing(cfg).get("clip_frames", 1)
     root, out = Path(params["data"]["root"]), Path(out)
     if not Path(video_list).is_file():
         raise UserError(f"{video_list} not found: run 'dvc repro' (the subset stage writes it)")
@@ -159,7 +159,7 @@ def main(video_list: str, out: str, metrics: str, failed_csv: str) -> None:
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     summary = {"videos": int(ok.sum()), "failed_videos": len(failed), "warned_videos": len(warned),
-               "frames": int(ok.sum()) * cfg["frames_per_video"],
+               "frames": int(ok.sum()) * video_frames(cfg["num_frames"], info["preprocessing"]),
                "extracted_videos": extracted, "reused_videos": int(ok.sum()) - extracted,
                "feature_dim": info["feature_dim"]}
     # numbers only: the settings are in info.json (as metrics they made `dvc exp show` columns beside the params')

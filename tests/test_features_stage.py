@@ -185,7 +185,7 @@ def test_row_i_holds_video_i_when_videos_span_batches_and_some_fail(tmp_path):
             write_avi(path, np.stack([np.full((48, 64, 3), 30 * i + 8 * j, np.uint8) for j in range(4)]), 25)
         paths.append(str(path))
     cfg = {"num_frames": 4, "resize": 48, "crop": 32, "num_workers": 1, "batch_frames": 6,
-           "precision": "fp32", "decoder": "auto", "frames_per_video": 4}  # as the stage's main() sets it
+           "precision": "fp32", "decoder": "auto"}
     stage = load_stage()
     store = tmp_path / "store"
     store.mkdir()
